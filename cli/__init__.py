@@ -1,0 +1,1 @@
+"""The ``rai`` command: one console script, one module per subcommand group."""

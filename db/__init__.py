@@ -1,0 +1,1 @@
+"""The database: schema and laws (SQL), migrations, and tenant-scoped access for services."""

@@ -1,0 +1,25 @@
+"""The SQLSTATE of every database law, so callers can tell which law refused them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Law(StrEnum):
+    """SQLSTATEs raised by the triggers and constraints of ``schema.sql`` / ``triggers.sql``."""
+
+    LINEAGE_INTEGRITY = "RA001"
+    ILLEGAL_MODEL_STATUS_TRANSITION = "RA002"
+    SHADOW_REQUIRES_PASSED_BIAS_AUDIT = "RA003"
+    MODEL_TAMPERING = "RA004"
+    APPEND_ONLY = "RA005"
+    IMMUTABLE_COLUMN = "RA006"
+    ILLEGAL_TRAINING_RUN_TRANSITION = "RA007"
+    # Laws kept by constraints carry the standard codes; the constraint name tells which.
+    UNIQUE = "23505"
+    CHECK = "23514"
+    ROW_LEVEL_SECURITY = "42501"
+
+
+ONE_PRODUCTION_PER_MODEL = "model_versions_one_production_per_model"
+ONE_ACTIVE_TRAINING_RUN = "training_runs_one_active_per_tenant"

@@ -1,0 +1,162 @@
+"""Versioned, idempotent migrations.
+
+``rai db migrate`` connects with an administrative login, makes sure the two roles and the
+database exist, then applies, as ``rai_owner`` and in one transaction, every migration not yet
+recorded in ``rai.schema_migrations``. Version 1 is ``schema.sql`` followed by ``triggers.sql``;
+later changes are new numbered migrations, never edits of an applied one (the recorded checksum
+catches that). SQL is read with :mod:`importlib.resources`, so an installed package migrates the
+same way as a checkout.
+
+``rai_owner`` is NOLOGIN: nobody holds its credentials; the administrator becomes it with
+``SET ROLE`` only while migrating. ``rai_app`` is the only login services use: NOSUPERUSER,
+NOBYPASSRLS, owning nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from importlib import resources
+
+import asyncpg
+
+from settings import APP_ROLE, OWNER_ROLE, database_name, redacted_dsn, with_database
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "rai"
+# Any constant works; it only has to be the same for every migrator of a database.
+_MIGRATION_LOCK_KEY = 0x5241_4944_4D49_4752  # "RAIDMIGR"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    files: tuple[str, ...]
+
+    def sql(self) -> str:
+        package = resources.files("db")
+        return "\n".join(package.joinpath(name).read_text(encoding="utf-8") for name in self.files)
+
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql().encode("utf-8")).hexdigest()
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "schema and laws", ("schema.sql", "triggers.sql")),
+)
+
+
+class MigrationError(Exception):
+    """The database cannot be brought to the current schema; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    database: str
+    applied: tuple[int, ...]
+    current_version: int
+
+
+async def migrate(admin_dsn: str, app_password: str | None = None) -> MigrationReport:
+    """Bring the database named in ``admin_dsn`` to the latest version. Safe to run again."""
+    database = database_name(admin_dsn)
+    maintenance = await _connect(with_database(admin_dsn, "postgres"))
+    try:
+        await _ensure_roles(maintenance, app_password)
+        await _ensure_database(maintenance, database)
+    finally:
+        await maintenance.close()
+
+    conn = await _connect(admin_dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA} AUTHORIZATION {OWNER_ROLE}")
+            await conn.execute(f"SET LOCAL ROLE {OWNER_ROLE}")
+            await conn.execute(f"SET LOCAL search_path = {SCHEMA}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations ("
+                " version integer PRIMARY KEY,"
+                " name text NOT NULL,"
+                " checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            recorded = {
+                row["version"]: row["checksum"]
+                for row in await conn.fetch(
+                    f"SELECT version, checksum FROM {SCHEMA}.schema_migrations"
+                )
+            }
+            known = {m.version for m in MIGRATIONS}
+            unknown = sorted(set(recorded) - known)
+            if unknown:
+                raise MigrationError(
+                    f"database {database} has migrations {unknown} that this release does not "
+                    "know; it was migrated by a newer release"
+                )
+            applied: list[int] = []
+            for migration in MIGRATIONS:
+                checksum = migration.checksum()
+                if migration.version in recorded:
+                    if recorded[migration.version] != checksum:
+                        raise MigrationError(
+                            f"migration {migration.version} ({migration.name}) was applied to "
+                            f"{database} with different SQL; add a new numbered migration "
+                            "instead of editing an applied one"
+                        )
+                    continue
+                log.info("applying migration %s (%s)", migration.version, migration.name)
+                await conn.execute(migration.sql())
+                await conn.execute(
+                    f"INSERT INTO {SCHEMA}.schema_migrations (version, name, checksum)"
+                    " VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    checksum,
+                )
+                applied.append(migration.version)
+    finally:
+        await conn.close()
+    return MigrationReport(database, tuple(applied), max(known))
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise MigrationError(f"cannot connect to {redacted_dsn(dsn)}: {exc}") from exc
+
+
+async def _ensure_roles(conn: asyncpg.Connection, app_password: str | None) -> None:
+    for role, attributes in (
+        (OWNER_ROLE, "NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"),
+        (APP_ROLE, "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT"),
+    ):
+        exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+        if not exists:
+            try:
+                await conn.execute(f"CREATE ROLE {role}")
+            except (asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+                pass  # another migrator created it a moment ago
+        await conn.execute(f"ALTER ROLE {role} {attributes}")
+    if app_password is not None:
+        # ALTER ROLE takes no bind parameters; quote the literal the way the server does.
+        literal = await conn.fetchval("SELECT quote_literal($1)", app_password)
+        await conn.execute(f"ALTER ROLE {APP_ROLE} PASSWORD {literal}")
+    is_superuser = await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    if not is_superuser:
+        # A non-superuser administrator (managed Postgres) must be able to SET ROLE rai_owner.
+        await conn.execute(f"GRANT {OWNER_ROLE} TO CURRENT_USER")
+
+
+async def _ensure_database(conn: asyncpg.Connection, database: str) -> None:
+    if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+        return
+    quoted = await conn.fetchval("SELECT quote_ident($1)", database)
+    try:
+        await conn.execute(f"CREATE DATABASE {quoted} OWNER {OWNER_ROLE}")
+    except asyncpg.DuplicateDatabaseError:
+        pass  # another migrator created it a moment ago

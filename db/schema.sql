@@ -1,0 +1,283 @@
+-- RAI Level D: tables, constraints, roles' privileges and row-level security.
+--
+-- Runs inside the migration transaction as rai_owner, with search_path = rai.
+-- The laws that need procedural code (lineage, status machine, immutability, append-only logs,
+-- the integrity hash chain) live in triggers.sql, applied right after this file.
+--
+-- Conventions: hashes are lowercase hex SHA-256 (64 chars) text; signatures are raw Ed25519
+-- bytes (64 bytes); every tenant table has tenant_id and row-level security keyed by
+-- rai.current_tenant_id().
+
+CREATE DOMAIN rai.sha256_hex AS text
+    CONSTRAINT sha256_hex_format CHECK (VALUE ~ '^[0-9a-f]{64}$');
+
+CREATE DOMAIN rai.ed25519_signature AS bytea
+    CONSTRAINT ed25519_signature_length CHECK (octet_length(VALUE) = 64);
+
+CREATE DOMAIN rai.key_id AS text
+    CONSTRAINT key_id_format CHECK (VALUE ~ '^[0-9a-f]{32}$');
+
+CREATE DOMAIN rai.model_status AS text
+    CONSTRAINT model_status_value CHECK (VALUE IN (
+        'REGISTERED', 'SHADOW', 'CANARY', 'PRODUCTION', 'ARCHIVED', 'REJECTED', 'ROLLED_BACK'
+    ));
+
+-- The tenant a transaction acts for: the transaction-local setting app.current_tenant_id.
+-- Unset, empty or not a UUID -> NULL, which no row's tenant_id equals: no rows, no writes.
+CREATE FUNCTION rai.current_tenant_id() RETURNS uuid
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = ''
+AS $$
+DECLARE
+    raw text := current_setting('app.current_tenant_id', true);
+BEGIN
+    IF raw IS NULL
+       OR raw !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        RETURN NULL;
+    END IF;
+    RETURN raw::uuid;
+END;
+$$;
+
+CREATE TABLE rai.tenants (
+    id          uuid PRIMARY KEY,
+    name        text NOT NULL CONSTRAINT tenants_name_not_blank CHECK (btrim(name) <> ''),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE rai.signing_keys (
+    tenant_id   uuid NOT NULL REFERENCES rai.tenants (id),
+    key_id      rai.key_id NOT NULL,
+    public_key  bytea NOT NULL CONSTRAINT signing_keys_public_key_length
+                    CHECK (octet_length(public_key) = 32),
+    purpose     text NOT NULL CONSTRAINT signing_keys_purpose
+                    CHECK (purpose IN ('device', 'platform')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz,
+    PRIMARY KEY (tenant_id, key_id),
+    -- key_id is derived from the public key (first 16 bytes of its SHA-256, hex).
+    CONSTRAINT signing_keys_key_id_matches_public_key
+        CHECK (key_id = substr(encode(sha256(public_key), 'hex'), 1, 32))
+);
+
+CREATE TABLE rai.learning_events (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id       uuid NOT NULL REFERENCES rai.tenants (id),
+    season_id       text NOT NULL CONSTRAINT learning_events_season_id_not_blank
+                        CHECK (btrim(season_id) <> ''),
+    field_id        text NOT NULL CONSTRAINT learning_events_field_id_not_blank
+                        CHECK (btrim(field_id) <> ''),
+    payload         jsonb NOT NULL,
+    payload_sha256  rai.sha256_hex NOT NULL,
+    signature       rai.ed25519_signature NOT NULL,
+    key_id          rai.key_id NOT NULL,
+    received_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT learning_events_one_per_season_field UNIQUE (tenant_id, season_id, field_id),
+    FOREIGN KEY (tenant_id, key_id) REFERENCES rai.signing_keys (tenant_id, key_id)
+);
+
+CREATE TABLE rai.training_runs (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id       uuid NOT NULL REFERENCES rai.tenants (id),
+    workflow_id     text NOT NULL,
+    status          text NOT NULL DEFAULT 'QUEUED' CONSTRAINT training_runs_status
+                        CHECK (status IN ('QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED')),
+    job_name        text,
+    dataset_uri     text,
+    dataset_sha256  rai.sha256_hex,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    UNIQUE (tenant_id, id),
+    -- A run has finished exactly when it is in a final status.
+    CONSTRAINT training_runs_finished_when_final
+        CHECK ((status IN ('SUCCEEDED', 'FAILED', 'CANCELLED')) = (finished_at IS NOT NULL))
+);
+
+-- M22: at most one active (QUEUED or RUNNING) training run per tenant.
+CREATE UNIQUE INDEX training_runs_one_active_per_tenant
+    ON rai.training_runs (tenant_id) WHERE status IN ('QUEUED', 'RUNNING');
+
+CREATE TABLE rai.model_status_transitions (
+    from_status rai.model_status NOT NULL,
+    to_status   rai.model_status NOT NULL,
+    PRIMARY KEY (from_status, to_status)
+);
+
+INSERT INTO rai.model_status_transitions (from_status, to_status) VALUES
+    ('REGISTERED', 'SHADOW'),
+    ('REGISTERED', 'REJECTED'),
+    ('SHADOW', 'CANARY'),
+    ('SHADOW', 'REJECTED'),
+    ('CANARY', 'PRODUCTION'),
+    ('CANARY', 'REJECTED'),
+    ('PRODUCTION', 'ARCHIVED'),
+    ('PRODUCTION', 'ROLLED_BACK'),
+    ('ARCHIVED', 'PRODUCTION');
+
+CREATE TABLE rai.model_versions (
+    id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id            uuid NOT NULL REFERENCES rai.tenants (id),
+    model_name           text NOT NULL CONSTRAINT model_versions_model_name_format
+                             CHECK (model_name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'),
+    version              integer NOT NULL CONSTRAINT model_versions_version_positive
+                             CHECK (version > 0),
+    status               rai.model_status NOT NULL DEFAULT 'REGISTERED',
+    artifact_uri         text NOT NULL,
+    artifact_version_id  text,
+    artifact_sha256      rai.sha256_hex NOT NULL,
+    signature            rai.ed25519_signature NOT NULL,
+    key_id               rai.key_id NOT NULL,
+    dataset_uri          text NOT NULL,
+    dataset_sha256       rai.sha256_hex NOT NULL,
+    parent_version_id    uuid,
+    lineage_hash         rai.sha256_hex NOT NULL,
+    training_run_id      uuid,
+    metrics              jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    status_changed_at    timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tenant_id, id),
+    CONSTRAINT model_versions_one_number_per_version UNIQUE (tenant_id, model_name, version),
+    CONSTRAINT model_versions_not_own_parent CHECK (parent_version_id IS DISTINCT FROM id),
+    FOREIGN KEY (tenant_id, parent_version_id) REFERENCES rai.model_versions (tenant_id, id),
+    FOREIGN KEY (tenant_id, key_id) REFERENCES rai.signing_keys (tenant_id, key_id),
+    FOREIGN KEY (tenant_id, training_run_id) REFERENCES rai.training_runs (tenant_id, id)
+);
+
+-- At most one PRODUCTION version per (tenant, model name).
+CREATE UNIQUE INDEX model_versions_one_production_per_model
+    ON rai.model_versions (tenant_id, model_name) WHERE status = 'PRODUCTION';
+
+CREATE TABLE rai.model_status_history (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id         uuid NOT NULL,
+    model_version_id  uuid NOT NULL,
+    from_status       rai.model_status,
+    to_status         rai.model_status NOT NULL,
+    changed_at        timestamptz NOT NULL DEFAULT now(),
+    reason            text,
+    FOREIGN KEY (tenant_id, model_version_id) REFERENCES rai.model_versions (tenant_id, id)
+);
+
+CREATE INDEX model_status_history_by_version
+    ON rai.model_status_history (tenant_id, model_version_id, id);
+
+CREATE TABLE rai.drift_reports (
+    id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id      uuid NOT NULL REFERENCES rai.tenants (id),
+    report_uri     text NOT NULL,
+    report_sha256  rai.sha256_hex NOT NULL,
+    signature      rai.ed25519_signature NOT NULL,
+    key_id         rai.key_id NOT NULL,
+    summary        jsonb NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (tenant_id, key_id) REFERENCES rai.signing_keys (tenant_id, key_id)
+);
+
+CREATE TABLE rai.bias_audits (
+    id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id         uuid NOT NULL REFERENCES rai.tenants (id),
+    model_version_id  uuid NOT NULL,
+    passed            boolean NOT NULL,
+    metrics           jsonb NOT NULL,
+    report_sha256     rai.sha256_hex NOT NULL,
+    signature         rai.ed25519_signature NOT NULL,
+    key_id            rai.key_id NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (tenant_id, model_version_id) REFERENCES rai.model_versions (tenant_id, id),
+    FOREIGN KEY (tenant_id, key_id) REFERENCES rai.signing_keys (tenant_id, key_id)
+);
+
+CREATE INDEX bias_audits_by_version ON rai.bias_audits (tenant_id, model_version_id, created_at);
+
+-- The tamper-evident audit log. seq, prev_hash and row_hash are set by the trigger
+-- chain_integrity_check (triggers.sql); whatever a client sends for them is replaced.
+CREATE TABLE rai.integrity_checks (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id   uuid NOT NULL REFERENCES rai.tenants (id),
+    seq         bigint NOT NULL,
+    check_type  text NOT NULL CONSTRAINT integrity_checks_check_type_not_blank
+                    CHECK (btrim(check_type) <> ''),
+    subject_id  text NOT NULL,
+    outcome     text NOT NULL CONSTRAINT integrity_checks_outcome_not_blank
+                    CHECK (btrim(outcome) <> ''),
+    details     jsonb NOT NULL DEFAULT '{}'::jsonb,
+    prev_hash   rai.sha256_hex NOT NULL,
+    row_hash    rai.sha256_hex NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT integrity_checks_one_row_per_seq UNIQUE (tenant_id, seq)
+);
+
+CREATE TABLE rai.dead_letters (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id    uuid NOT NULL REFERENCES rai.tenants (id),
+    queue        text NOT NULL CONSTRAINT dead_letters_queue_not_blank CHECK (btrim(queue) <> ''),
+    workflow_id  text NOT NULL,
+    error        text NOT NULL,
+    attempts     integer NOT NULL CONSTRAINT dead_letters_attempts_positive CHECK (attempts > 0),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    resolved_at  timestamptz
+);
+
+CREATE INDEX dead_letters_unresolved ON rai.dead_letters (tenant_id, created_at)
+    WHERE resolved_at IS NULL;
+
+-- Privileges. rai_app gets DML on what it needs and nothing else: no TRUNCATE, no DDL, no
+-- write on the status history (only the trigger writes it) or the FSM table. What rai_app may
+-- technically do is further narrowed by the triggers, which bind the owner as well.
+REVOKE ALL ON SCHEMA rai FROM PUBLIC;
+GRANT USAGE ON SCHEMA rai TO rai_app;
+REVOKE ALL ON ALL TABLES IN SCHEMA rai FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rai FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rai.current_tenant_id() TO rai_app;
+
+GRANT SELECT ON rai.model_status_transitions TO rai_app;
+GRANT SELECT, INSERT, UPDATE ON rai.tenants TO rai_app;
+GRANT SELECT, INSERT, UPDATE ON rai.signing_keys TO rai_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON rai.learning_events TO rai_app;
+GRANT SELECT, INSERT, UPDATE ON rai.training_runs TO rai_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON rai.model_versions TO rai_app;
+GRANT SELECT ON rai.model_status_history TO rai_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON rai.drift_reports TO rai_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON rai.bias_audits TO rai_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON rai.integrity_checks TO rai_app;
+GRANT SELECT, INSERT, UPDATE ON rai.dead_letters TO rai_app;
+
+-- Row-level security (M14): ENABLE and FORCE on every tenant table, so the owner is bound
+-- too; one policy per command. (SELECT rai.current_tenant_id()) is evaluated once per query.
+DO $$
+DECLARE
+    tenant_table text;
+    key_column text;
+BEGIN
+    FOR tenant_table, key_column IN VALUES
+        ('tenants', 'id'),
+        ('signing_keys', 'tenant_id'),
+        ('learning_events', 'tenant_id'),
+        ('training_runs', 'tenant_id'),
+        ('model_versions', 'tenant_id'),
+        ('model_status_history', 'tenant_id'),
+        ('drift_reports', 'tenant_id'),
+        ('bias_audits', 'tenant_id'),
+        ('integrity_checks', 'tenant_id'),
+        ('dead_letters', 'tenant_id')
+    LOOP
+        EXECUTE format('ALTER TABLE rai.%I ENABLE ROW LEVEL SECURITY', tenant_table);
+        EXECUTE format('ALTER TABLE rai.%I FORCE ROW LEVEL SECURITY', tenant_table);
+        EXECUTE format(
+            'CREATE POLICY tenant_isolation_select ON rai.%I FOR SELECT '
+            'USING (%I = (SELECT rai.current_tenant_id()))', tenant_table, key_column);
+        EXECUTE format(
+            'CREATE POLICY tenant_isolation_insert ON rai.%I FOR INSERT '
+            'WITH CHECK (%I = (SELECT rai.current_tenant_id()))', tenant_table, key_column);
+        EXECUTE format(
+            'CREATE POLICY tenant_isolation_update ON rai.%I FOR UPDATE '
+            'USING (%I = (SELECT rai.current_tenant_id())) '
+            'WITH CHECK (%I = (SELECT rai.current_tenant_id()))',
+            tenant_table, key_column, key_column);
+        EXECUTE format(
+            'CREATE POLICY tenant_isolation_delete ON rai.%I FOR DELETE '
+            'USING (%I = (SELECT rai.current_tenant_id()))', tenant_table, key_column);
+    END LOOP;
+END;
+$$;

@@ -1,0 +1,349 @@
+-- RAI Level D: the laws that need procedural code. Applied after schema.sql, as rai_owner.
+--
+-- Every law raises with its own SQLSTATE (class "RA", user-defined), listed in db/errors.py:
+--   RA001 lineage_integrity_violation     enforce_lineage_integrity
+--   RA002 illegal_model_status_transition validate_model_status_transition, enforce_model_registration
+--   RA003 shadow_requires_passed_bias_audit validate_model_status_transition
+--   RA004 model_tampering                 prevent_model_tampering
+--   RA005 append_only_violation           forbid_append_only_change
+--   RA006 immutable_column                guard_immutable_columns
+--   RA007 illegal_training_run_transition validate_training_run_transition
+-- Laws expressed as constraints keep the standard SQLSTATEs: 23505 for
+-- model_versions_one_production_per_model and training_runs_one_active_per_tenant,
+-- 23514 for CHECK/domain formats (hashes, signatures, key ids), 42501 for row-level security.
+--
+-- Triggers of one table and timing fire in name order; the names below are chosen so the
+-- order is the one the comments describe.
+
+-- Lineage (M13). lineage_hash = hex(sha256(utf8(P || ':' || artifact_sha256 || ':' ||
+-- dataset_sha256))), P = the parent's lineage_hash, or 64 zeros for a root. The parent must be
+-- a version of the same tenant and model name. domain/lineage.py computes the same bytes.
+CREATE FUNCTION rai.enforce_lineage_integrity() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+DECLARE
+    parent_lineage text;
+    parent_model text;
+    expected text;
+BEGIN
+    IF NEW.parent_version_id IS NULL THEN
+        parent_lineage := repeat('0', 64);
+    ELSE
+        -- Row-level security limits this lookup to the acting tenant: a parent of another
+        -- tenant is simply not found (and its existence is not revealed).
+        SELECT mv.lineage_hash, mv.model_name INTO parent_lineage, parent_model
+          FROM rai.model_versions AS mv
+         WHERE mv.id = NEW.parent_version_id AND mv.tenant_id = NEW.tenant_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'lineage violation: parent model version % not found for tenant %',
+                NEW.parent_version_id, NEW.tenant_id
+                USING ERRCODE = 'RA001';
+        END IF;
+        IF parent_model <> NEW.model_name THEN
+            RAISE EXCEPTION 'lineage violation: parent model version % belongs to model %, not %',
+                NEW.parent_version_id, parent_model, NEW.model_name
+                USING ERRCODE = 'RA001';
+        END IF;
+    END IF;
+    expected := encode(sha256(convert_to(
+        parent_lineage || ':' || NEW.artifact_sha256 || ':' || NEW.dataset_sha256, 'UTF8')), 'hex');
+    IF NEW.lineage_hash IS DISTINCT FROM expected THEN
+        RAISE EXCEPTION 'lineage violation: lineage_hash % does not match the recomputed %',
+            NEW.lineage_hash, expected
+            USING ERRCODE = 'RA001';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER enforce_lineage_integrity
+    BEFORE INSERT ON rai.model_versions
+    FOR EACH ROW EXECUTE FUNCTION rai.enforce_lineage_integrity();
+
+-- A model version enters the world REGISTERED, stamped by the database clock.
+CREATE FUNCTION rai.enforce_model_registration() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+BEGIN
+    IF NEW.status IS DISTINCT FROM 'REGISTERED' THEN
+        RAISE EXCEPTION 'illegal model status transition: a new model version starts REGISTERED, not %',
+            NEW.status
+            USING ERRCODE = 'RA002';
+    END IF;
+    NEW.created_at := now();
+    NEW.status_changed_at := NEW.created_at;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER enforce_model_registration
+    BEFORE INSERT ON rai.model_versions
+    FOR EACH ROW EXECUTE FUNCTION rai.enforce_model_registration();
+
+-- Immutability (M13): a registered model version never changes, except its status (whose
+-- timestamp only the status machine sets), and is never deleted.
+CREATE FUNCTION rai.prevent_model_tampering() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+DECLARE
+    new_row jsonb;
+    old_row jsonb;
+    changed text;
+BEGIN
+    IF TG_OP IN ('DELETE', 'TRUNCATE') THEN
+        RAISE EXCEPTION 'model tampering: model versions are never deleted (% refused)', TG_OP
+            USING ERRCODE = 'RA004';
+    END IF;
+    new_row := to_jsonb(NEW) - 'status';
+    old_row := to_jsonb(OLD) - 'status';
+    IF NEW.status IS DISTINCT FROM OLD.status THEN
+        new_row := new_row - 'status_changed_at';
+        old_row := old_row - 'status_changed_at';
+    END IF;
+    IF new_row IS DISTINCT FROM old_row THEN
+        SELECT string_agg(n.key, ', ' ORDER BY n.key) INTO changed
+          FROM jsonb_each(new_row) AS n
+         WHERE n.value IS DISTINCT FROM old_row -> n.key;
+        RAISE EXCEPTION 'model tampering: model version % is immutable; refused change of %',
+            OLD.id, changed
+            USING ERRCODE = 'RA004',
+                  HINT = 'Only status may change, along model_status_transitions.';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER prevent_model_tampering
+    BEFORE UPDATE OR DELETE ON rai.model_versions
+    FOR EACH ROW EXECUTE FUNCTION rai.prevent_model_tampering();
+
+CREATE TRIGGER prevent_model_tampering_truncate
+    BEFORE TRUNCATE ON rai.model_versions
+    FOR EACH STATEMENT EXECUTE FUNCTION rai.prevent_model_tampering();
+
+-- The status machine (M13): only moves listed in model_status_transitions; entering SHADOW
+-- needs the version's latest bias audit to have passed (M17).
+CREATE FUNCTION rai.validate_model_status_transition() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+DECLARE
+    latest_audit_passed boolean;
+BEGIN
+    IF NEW.status IS NOT DISTINCT FROM OLD.status THEN
+        RETURN NEW;
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM rai.model_status_transitions AS t
+         WHERE t.from_status = OLD.status AND t.to_status = NEW.status
+    ) THEN
+        RAISE EXCEPTION 'illegal model status transition % -> % for model version %',
+            OLD.status, NEW.status, OLD.id
+            USING ERRCODE = 'RA002';
+    END IF;
+    IF NEW.status = 'SHADOW' THEN
+        SELECT a.passed INTO latest_audit_passed
+          FROM rai.bias_audits AS a
+         WHERE a.tenant_id = NEW.tenant_id AND a.model_version_id = NEW.id
+         ORDER BY a.created_at DESC, a.id DESC
+         LIMIT 1;
+        IF latest_audit_passed IS NOT TRUE THEN
+            RAISE EXCEPTION 'model version % cannot enter SHADOW: %', NEW.id,
+                CASE WHEN latest_audit_passed IS NULL THEN 'it has no bias audit'
+                     ELSE 'its latest bias audit failed' END
+                USING ERRCODE = 'RA003';
+        END IF;
+    END IF;
+    NEW.status_changed_at := now();
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER validate_model_status_transition
+    BEFORE UPDATE ON rai.model_versions
+    FOR EACH ROW EXECUTE FUNCTION rai.validate_model_status_transition();
+
+-- Every status a version takes, including its registration, lands in model_status_history.
+-- The reason comes from the transaction-local setting app.status_change_reason. SECURITY
+-- DEFINER because rai_app may read the history but not write it.
+CREATE FUNCTION rai.record_model_status_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+BEGIN
+    INSERT INTO rai.model_status_history
+        (tenant_id, model_version_id, from_status, to_status, changed_at, reason)
+    VALUES (
+        NEW.tenant_id,
+        NEW.id,
+        CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END,
+        NEW.status,
+        NEW.status_changed_at,
+        nullif(current_setting('app.status_change_reason', true), '')
+    );
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER record_model_registration
+    AFTER INSERT ON rai.model_versions
+    FOR EACH ROW EXECUTE FUNCTION rai.record_model_status_change();
+
+CREATE TRIGGER record_model_status_change
+    AFTER UPDATE OF status ON rai.model_versions
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION rai.record_model_status_change();
+
+-- Append-only logs: no UPDATE, DELETE or TRUNCATE, whoever asks.
+CREATE FUNCTION rai.forbid_append_only_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+BEGIN
+    RAISE EXCEPTION 'append-only violation: % on %.% is not allowed',
+        TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'RA005';
+END;
+$$;
+
+DO $$
+DECLARE
+    log_table text;
+BEGIN
+    FOREACH log_table IN ARRAY ARRAY[
+        'drift_reports', 'bias_audits', 'integrity_checks', 'model_status_history',
+        'learning_events'
+    ]
+    LOOP
+        EXECUTE format(
+            'CREATE TRIGGER forbid_append_only_change BEFORE UPDATE OR DELETE ON rai.%I '
+            'FOR EACH ROW EXECUTE FUNCTION rai.forbid_append_only_change()', log_table);
+        EXECUTE format(
+            'CREATE TRIGGER forbid_append_only_truncate BEFORE TRUNCATE ON rai.%I '
+            'FOR EACH STATEMENT EXECUTE FUNCTION rai.forbid_append_only_change()', log_table);
+    END LOOP;
+END;
+$$;
+
+-- The integrity log is hash-chained per tenant: row_hash = sha256(prev_hash || canonical row),
+-- where the canonical row is the jsonb text below (jsonb prints keys in one fixed order).
+CREATE FUNCTION rai.integrity_row_hash(
+    prev_hash text,
+    tenant_id uuid,
+    seq bigint,
+    check_type text,
+    subject_id text,
+    outcome text,
+    details jsonb,
+    created_at timestamptz
+) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = ''
+AS $$
+    SELECT encode(sha256(convert_to(prev_hash || jsonb_build_object(
+        'tenant_id', tenant_id,
+        'seq', seq,
+        'check_type', check_type,
+        'subject_id', subject_id,
+        'outcome', outcome,
+        'details', details,
+        'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    )::text, 'UTF8')), 'hex');
+$$;
+
+GRANT EXECUTE ON FUNCTION
+    rai.integrity_row_hash(text, uuid, bigint, text, text, text, jsonb, timestamptz) TO rai_app;
+
+-- Appends link to the tenant's previous row. A per-tenant advisory lock serialises appends, so
+-- the chain never forks; the unique (tenant_id, seq) backs it up under any isolation level.
+CREATE FUNCTION rai.chain_integrity_check() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+DECLARE
+    last_seq bigint;
+    last_hash text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('rai.integrity_checks:' || NEW.tenant_id::text, 0));
+    SELECT c.seq, c.row_hash INTO last_seq, last_hash
+      FROM rai.integrity_checks AS c
+     WHERE c.tenant_id = NEW.tenant_id
+     ORDER BY c.seq DESC
+     LIMIT 1;
+    NEW.seq := coalesce(last_seq, 0) + 1;
+    NEW.prev_hash := coalesce(last_hash, repeat('0', 64));
+    NEW.created_at := clock_timestamp();
+    NEW.row_hash := rai.integrity_row_hash(
+        NEW.prev_hash, NEW.tenant_id, NEW.seq, NEW.check_type, NEW.subject_id, NEW.outcome,
+        NEW.details, NEW.created_at);
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER chain_integrity_check
+    BEFORE INSERT ON rai.integrity_checks
+    FOR EACH ROW EXECUTE FUNCTION rai.chain_integrity_check();
+
+-- Rows that are records of something keep their identity; TG_ARGV names the columns that may
+-- change. Used where a row legitimately evolves (a key is revoked, a dead letter resolved).
+CREATE FUNCTION rai.guard_immutable_columns() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+DECLARE
+    new_row jsonb := to_jsonb(NEW) - TG_ARGV;
+    old_row jsonb := to_jsonb(OLD) - TG_ARGV;
+    changed text;
+BEGIN
+    IF new_row IS DISTINCT FROM old_row THEN
+        SELECT string_agg(n.key, ', ' ORDER BY n.key) INTO changed
+          FROM jsonb_each(new_row) AS n
+         WHERE n.value IS DISTINCT FROM old_row -> n.key;
+        RAISE EXCEPTION 'immutable column: % may change only %; refused change of %',
+            TG_TABLE_NAME, array_to_string(TG_ARGV, ', '), changed
+            USING ERRCODE = 'RA006';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER guard_immutable_columns BEFORE UPDATE ON rai.tenants
+    FOR EACH ROW EXECUTE FUNCTION rai.guard_immutable_columns('name');
+CREATE TRIGGER guard_immutable_columns BEFORE UPDATE ON rai.signing_keys
+    FOR EACH ROW EXECUTE FUNCTION rai.guard_immutable_columns('revoked_at');
+CREATE TRIGGER guard_immutable_columns BEFORE UPDATE ON rai.dead_letters
+    FOR EACH ROW EXECUTE FUNCTION rai.guard_immutable_columns('resolved_at');
+CREATE TRIGGER guard_immutable_columns BEFORE UPDATE ON rai.training_runs
+    FOR EACH ROW EXECUTE FUNCTION rai.guard_immutable_columns(
+        'status', 'job_name', 'started_at', 'finished_at');
+
+-- Training runs move forward only: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
+-- (a queued run may also fail or be cancelled); a finished run stays finished.
+CREATE FUNCTION rai.validate_training_run_transition() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+BEGIN
+    IF NEW.status IS DISTINCT FROM OLD.status AND (OLD.status, NEW.status) NOT IN (
+        ('QUEUED', 'RUNNING'), ('QUEUED', 'FAILED'), ('QUEUED', 'CANCELLED'),
+        ('RUNNING', 'SUCCEEDED'), ('RUNNING', 'FAILED'), ('RUNNING', 'CANCELLED')
+    ) THEN
+        RAISE EXCEPTION 'illegal training run transition % -> % for run %',
+            OLD.status, NEW.status, OLD.id
+            USING ERRCODE = 'RA007';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER validate_training_run_transition BEFORE UPDATE ON rai.training_runs
+    FOR EACH ROW EXECUTE FUNCTION rai.validate_training_run_transition();
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rai FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rai.current_tenant_id() TO rai_app;
+GRANT EXECUTE ON FUNCTION
+    rai.integrity_row_hash(text, uuid, bigint, text, text, text, jsonb, timestamptz) TO rai_app;

@@ -1,0 +1,1 @@
+"""Pure rules and math of Level D: no I/O, no clocks."""

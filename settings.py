@@ -1,0 +1,93 @@
+"""The one configuration object of RAI Level D.
+
+Built once by a composition root (the ``rai`` command, the worker, the API) from ``RAI_*``
+environment variables and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+APP_ROLE = "rai_app"
+OWNER_ROLE = "rai_owner"
+
+
+class Settings(BaseSettings):
+    """Every knob, with the defaults of the embedded local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="RAI_", extra="ignore", frozen=True)
+
+    # PostgreSQL. ``database_url`` is an administrative login (a superuser, or a role that may
+    # create roles and databases): ``rai db migrate`` uses it. Services never do: they connect
+    # as ``rai_app`` through ``app_database_url``, derived from it unless given.
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/rai"
+    app_database_url: str | None = None
+    app_db_password: SecretStr | None = None
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+
+    s3_endpoint_url: str = "http://127.0.0.1:8333"
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+
+    # The embedded local stack (``rai dev``): where it keeps state and which ports it uses.
+    state_dir: Path = Path(".rai")
+    dev_postgres_port: int = 55432
+    dev_redis_port: int = 56379
+    dev_temporal_port: int = 7233
+    dev_temporal_ui_port: int = 8233
+    dev_s3_port: int = 8333
+    dev_weed_master_port: int = 9333
+    dev_weed_volume_port: int = 18080
+    dev_weed_filer_port: int = 18888
+    dev_stop_grace_seconds: float = 10.0
+
+    def resolved_app_database_url(self) -> str:
+        """The DSN services use: ``app_database_url``, or ``database_url`` logged in as rai_app."""
+        if self.app_database_url:
+            return self.app_database_url
+        return app_dsn_for(self.database_url, self.app_db_password)
+
+
+def app_dsn_for(admin_dsn: str, password: SecretStr | None = None) -> str:
+    """The same server and database as ``admin_dsn``, logged in as ``rai_app``."""
+    parts = urlsplit(admin_dsn)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = APP_ROLE
+    if password is not None:
+        netloc += ":" + quote(password.get_secret_value(), safe="")
+    netloc += "@" + host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointing at another database on the same server."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def database_name(dsn: str) -> str:
+    """The database a DSN names (``postgres`` when it names none)."""
+    return urlsplit(dsn).path.lstrip("/") or "postgres"
+
+
+def redacted_dsn(dsn: str) -> str:
+    """``dsn`` with its password masked, for messages and logs."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,66 @@
+"""Fixtures shared by every test layer: a real Postgres server and per-test databases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from db.repository import Database
+from settings import Settings, app_dsn_for, with_database
+from tests.pg import cloned_database, create_template, drop_database
+
+
+async def _reachable(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(with_database(dsn, "postgres"), timeout=3)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
+@pytest.fixture(scope="session")
+async def pg_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """An administrative DSN of a running Postgres: RAI_DATABASE_URL's server if it answers,
+    otherwise a private cluster started for this run."""
+    configured = Settings().database_url
+    if await _reachable(configured):
+        yield configured
+        return
+    from devstack.postgres import PrivatePostgres
+
+    state = tmp_path_factory.mktemp("pg")
+    server = PrivatePostgres(state)
+    dsn = await server.start()
+    try:
+        yield dsn
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_server_dsn: str) -> AsyncIterator[str]:
+    name = await create_template(pg_server_dsn)
+    try:
+        yield name
+    finally:
+        await drop_database(pg_server_dsn, name)
+
+
+@pytest.fixture
+async def db_admin_dsn(pg_server_dsn: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh migrated database of this test's own, as the administrative login."""
+    async with cloned_database(pg_server_dsn, template_db) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def app_db(db_admin_dsn: str) -> AsyncIterator[Database]:
+    """The test's database as services see it: a ``rai_app`` pool."""
+    db = await Database.connect(app_dsn_for(db_admin_dsn), max_size=4)
+    try:
+        yield db
+    finally:
+        await db.close()
