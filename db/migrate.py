@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import suppress
 from dataclasses import dataclass
 from importlib import resources
 
@@ -25,7 +26,6 @@ from settings import APP_ROLE, OWNER_ROLE, database_name, redacted_dsn, with_dat
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "rai"
 # Any constant works; it only has to be the same for every migrator of a database.
 _MIGRATION_LOCK_KEY = 0x5241_4944_4D49_4752  # "RAIDMIGR"
 
@@ -74,11 +74,11 @@ async def migrate(admin_dsn: str, app_password: str | None = None) -> MigrationR
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA} AUTHORIZATION {OWNER_ROLE}")
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS rai AUTHORIZATION {OWNER_ROLE}")
             await conn.execute(f"SET LOCAL ROLE {OWNER_ROLE}")
-            await conn.execute(f"SET LOCAL search_path = {SCHEMA}")
+            await conn.execute("SET LOCAL search_path = rai")
             await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_migrations ("
+                "CREATE TABLE IF NOT EXISTS rai.schema_migrations ("
                 " version integer PRIMARY KEY,"
                 " name text NOT NULL,"
                 " checksum text NOT NULL,"
@@ -86,9 +86,7 @@ async def migrate(admin_dsn: str, app_password: str | None = None) -> MigrationR
             )
             recorded = {
                 row["version"]: row["checksum"]
-                for row in await conn.fetch(
-                    f"SELECT version, checksum FROM {SCHEMA}.schema_migrations"
-                )
+                for row in await conn.fetch("SELECT version, checksum FROM rai.schema_migrations")
             }
             known = {m.version for m in MIGRATIONS}
             unknown = sorted(set(recorded) - known)
@@ -111,7 +109,7 @@ async def migrate(admin_dsn: str, app_password: str | None = None) -> MigrationR
                 log.info("applying migration %s (%s)", migration.version, migration.name)
                 await conn.execute(migration.sql())
                 await conn.execute(
-                    f"INSERT INTO {SCHEMA}.schema_migrations (version, name, checksum)"
+                    "INSERT INTO rai.schema_migrations (version, name, checksum)"
                     " VALUES ($1, $2, $3)",
                     migration.version,
                     migration.name,
@@ -137,10 +135,9 @@ async def _ensure_roles(conn: asyncpg.Connection, app_password: str | None) -> N
     ):
         exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
         if not exists:
-            try:
+            # another migrator may create it a moment before us
+            with suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
                 await conn.execute(f"CREATE ROLE {role}")
-            except (asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
-                pass  # another migrator created it a moment ago
         await conn.execute(f"ALTER ROLE {role} {attributes}")
     if app_password is not None:
         # ALTER ROLE takes no bind parameters; quote the literal the way the server does.
@@ -156,7 +153,5 @@ async def _ensure_database(conn: asyncpg.Connection, database: str) -> None:
     if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
         return
     quoted = await conn.fetchval("SELECT quote_ident($1)", database)
-    try:
+    with suppress(asyncpg.DuplicateDatabaseError):  # another migrator may be a moment earlier
         await conn.execute(f"CREATE DATABASE {quoted} OWNER {OWNER_ROLE}")
-    except asyncpg.DuplicateDatabaseError:
-        pass  # another migrator created it a moment ago

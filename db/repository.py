@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Literal, cast
 from uuid import UUID
 
 import asyncpg
@@ -71,8 +71,9 @@ class Database:
         """One transaction acting for ``tenant_id``; commits on success, rolls back on error."""
         if not isinstance(tenant_id, UUID):
             raise TypeError(f"tenant_id must be a UUID, not {type(tenant_id).__name__}")
-        async with self._pool.acquire() as conn, conn.transaction(isolation=isolation):
-            await conn.execute(
+        async with self._pool.acquire() as proxy, proxy.transaction(isolation=isolation):
+            await proxy.execute(
                 "SELECT set_config('app.current_tenant_id', $1, true)", str(tenant_id)
             )
-            yield conn
+            # The pool's proxy forwards every Connection method; callers type against Connection.
+            yield cast("asyncpg.Connection", proxy)

@@ -30,13 +30,15 @@ async def create_tenant(db: Database, name: str, tenant_id: UUID | None = None) 
             name,
         )
         if row is not None:
-            await record_check(conn, tenant_id, "tenant.created", str(tenant_id), "CREATED",
-                               {"name": name})
+            await record_check(
+                conn, tenant_id, "tenant.created", str(tenant_id), "CREATED", {"name": name}
+            )
         else:
             row = await conn.fetchrow(
                 "SELECT id, name, created_at FROM rai.tenants WHERE id = $1", tenant_id
             )
-    assert row is not None  # inserted, or already there and visible to itself
+    if row is None:  # the id exists, but not as a tenant this transaction may see
+        raise ValueError(f"tenant id {tenant_id} is not available")
     return Tenant(id=row["id"], name=row["name"], created_at=row["created_at"])
 
 
@@ -45,4 +47,8 @@ async def get_tenant(db: Database, tenant_id: UUID) -> Tenant | None:
         row = await conn.fetchrow(
             "SELECT id, name, created_at FROM rai.tenants WHERE id = $1", tenant_id
         )
-    return None if row is None else Tenant(id=row["id"], name=row["name"], created_at=row["created_at"])
+    return (
+        None
+        if row is None
+        else Tenant(id=row["id"], name=row["name"], created_at=row["created_at"])
+    )

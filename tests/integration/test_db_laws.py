@@ -1,4 +1,4 @@
-"""The Level D database laws (M12–M15), attacked as the services' own role, rai_app.
+"""The Level D database laws (M12-M15), attacked as the services' own role, rai_app.
 
 Each test runs in its own database copied from a migrated template. Every law has at least
 one negative test; the owner-level tests show the triggers bind rai_owner as well.
@@ -215,9 +215,7 @@ async def test_no_or_malformed_tenant_sees_nothing_and_writes_nothing(
     try:
         async with conn.transaction():
             if setting is not None:
-                await conn.execute(
-                    "SELECT set_config('app.current_tenant_id', $1, true)", setting
-                )
+                await conn.execute("SELECT set_config('app.current_tenant_id', $1, true)", setting)
             for table in TENANT_TABLES:
                 assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table
         for statement, args in (
@@ -237,9 +235,7 @@ async def test_no_or_malformed_tenant_sees_nothing_and_writes_nothing(
                     await conn.execute(statement, *args)
         async with conn.transaction():
             if setting is not None:
-                await conn.execute(
-                    "SELECT set_config('app.current_tenant_id', $1, true)", setting
-                )
+                await conn.execute("SELECT set_config('app.current_tenant_id', $1, true)", setting)
             assert await conn.execute("UPDATE dead_letters SET resolved_at = now()") == "UPDATE 0"
     finally:
         await conn.close()
@@ -274,7 +270,9 @@ async def test_cross_tenant_update_and_delete_touch_nothing(
         assert await conn.execute("UPDATE signing_keys SET revoked_at = now()") == "UPDATE 1"
     async with app_db.transaction(beta.tenant_id) as conn:
         assert await conn.fetchval("SELECT name FROM tenants") == "beta farms"
-        assert await conn.fetchval("SELECT count(*) FROM signing_keys WHERE revoked_at IS NULL") == 1
+        assert (
+            await conn.fetchval("SELECT count(*) FROM signing_keys WHERE revoked_at IS NULL") == 1
+        )
 
 
 async def test_a_row_cannot_be_moved_to_another_tenant(
@@ -377,7 +375,9 @@ async def test_every_tenant_table_enables_and_forces_rls(owner_conn: asyncpg.Con
         row = by_table[table]
         assert row["relrowsecurity"], table
         assert row["relforcerowsecurity"], table
-        assert sorted(row["commands"]) == [b"a", b"d", b"r", b"w"], table  # insert/delete/select/update
+        assert sorted(row["commands"]) == [b"a", b"d", b"r", b"w"], (
+            table
+        )  # insert/delete/select/update
     # every table with a tenant_id column is covered
     with_tenant = {
         r["table_name"]
@@ -431,8 +431,15 @@ async def test_the_whole_legal_path_and_its_history(app_db: Database, alpha: Ten
 
 
 async def test_every_illegal_move_is_refused(app_db: Database, alpha: TenantWorld) -> None:
-    statuses = ["REGISTERED", "SHADOW", "CANARY", "PRODUCTION", "ARCHIVED", "REJECTED",
-                "ROLLED_BACK"]
+    statuses = [
+        "REGISTERED",
+        "SHADOW",
+        "CANARY",
+        "PRODUCTION",
+        "ARCHIVED",
+        "REJECTED",
+        "ROLLED_BACK",
+    ]
     async with app_db.transaction(alpha.tenant_id) as conn:
         allowed = {
             (r["from_status"], r["to_status"])
@@ -704,12 +711,14 @@ async def test_training_runs_only_move_forward(app_db: Database, alpha: TenantWo
                 await conn.execute(statement, run)
     async with app_db.transaction(alpha.tenant_id) as conn:
         with raises_law(Law.IMMUTABLE_COLUMN):
-            await conn.execute("UPDATE training_runs SET dataset_sha256 = $2 WHERE id = $1", run,
-                               sha())
+            await conn.execute(
+                "UPDATE training_runs SET dataset_sha256 = $2 WHERE id = $1", run, sha()
+            )
     async with app_db.transaction(alpha.tenant_id) as conn:
         with raises_law(Law.CHECK):  # finished means finished_at is set
             await conn.execute(
-                "INSERT INTO training_runs (tenant_id, workflow_id, status) VALUES ($1, 'w', 'FAILED')",
+                "INSERT INTO training_runs (tenant_id, workflow_id, status)"
+                " VALUES ($1, 'w', 'FAILED')",
                 alpha.tenant_id,
             )
 

@@ -1,0 +1,17 @@
+# The two commands of the README. Both set themselves up first (scripts/bootstrap.sh).
+SHELL := /bin/bash
+VENV := .venv
+
+.PHONY: demo test bootstrap
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(VENV)/bin/rai demo
+
+test: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
