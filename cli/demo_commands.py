@@ -7,12 +7,11 @@ import asyncio
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from devstack import Stack, StackError
-
 from cli.errors import CommandError
 from db.migrate import MigrationError, migrate
 from db.repository import Database
 from db.tenants import create_tenant
+from devstack import Stack, StackError, StackStartError
 from settings import Settings, app_dsn_for, redacted_dsn
 
 DEMO_TENANT = "demo farm"
@@ -35,10 +34,16 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _demo(settings: Settings, tenant_name: str) -> int:
     print("[1/3] local stack")
+    stack = Stack(settings)
     try:
-        info = await Stack(settings).up()
+        status = await stack.start()
+        info = await stack.info()
+    except StackStartError as exc:
+        print("\n".join(f"      {line}" for line in exc.status.lines()))
+        raise CommandError(str(exc)) from exc
     except StackError as exc:
         raise CommandError(str(exc)) from exc
+    print("\n".join(f"      {line}" for line in status.lines()))
 
     print("[2/3] database migrations")
     password = settings.app_db_password

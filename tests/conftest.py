@@ -8,8 +8,9 @@ import asyncpg
 import pytest
 
 from db.repository import Database
+from devstack.postgres import PrivatePostgres
 from settings import Settings, app_dsn_for, with_database
-from tests.pg import cloned_database, create_template, drop_database
+from tests.pg import cloned_database, create_template, drop_database, shared_tempdir
 
 
 async def _reachable(dsn: str) -> bool:
@@ -22,22 +23,20 @@ async def _reachable(dsn: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-async def pg_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def pg_server_dsn() -> AsyncIterator[str]:
     """An administrative DSN of a running Postgres: RAI_DATABASE_URL's server if it answers,
     otherwise a private cluster started for this run."""
     configured = Settings().database_url
     if await _reachable(configured):
         yield configured
         return
-    from devstack.postgres import PrivatePostgres
-
-    state = tmp_path_factory.mktemp("pg")
-    server = PrivatePostgres(state)
-    dsn = await server.start()
-    try:
-        yield dsn
-    finally:
-        await server.stop()
+    with shared_tempdir() as state:
+        server = PrivatePostgres(state)
+        dsn = await server.start()
+        try:
+            yield dsn
+        finally:
+            await server.stop()
 
 
 @pytest.fixture(scope="session")

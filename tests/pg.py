@@ -4,8 +4,11 @@ test, all on a real Postgres server, dropped afterwards."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
 import asyncpg
 
@@ -40,3 +43,15 @@ async def cloned_database(server_dsn: str, template: str) -> AsyncIterator[str]:
         yield with_database(server_dsn, name)
     finally:
         await drop_database(server_dsn, name)
+
+
+@contextmanager
+def shared_tempdir() -> Iterator[Path]:
+    """A temporary directory the ``postgres`` OS user can enter (a private cluster started as
+    root runs as that user; pytest's own temporary directories are mode 0700)."""
+    directory = Path(tempfile.mkdtemp(prefix="rai-test-"))
+    directory.chmod(0o711)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
