@@ -165,6 +165,12 @@ def rai(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def rai_command(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def lines_by_part(out: str) -> dict[str, str]:
     lines = out.splitlines()
     assert [line.split()[0] for line in lines] == list(PARTS), out
@@ -513,3 +519,56 @@ async def test_a_process_deaf_to_sigterm_is_killed_with_its_children(tmp_path: P
     assert loop.time() - began >= 0.5
     assert not is_alive(record.pid, record.start_time)
     assert live_session_members({session}) == []
+
+
+def test_demo_brings_the_stack_up_migrates_and_prepares_a_tenant(
+    machine: Machine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    database = f"rai_test_demo_{secrets.token_hex(6)}"
+    state = tmp_path / "state"
+    settings = stack_environment(
+        monkeypatch,
+        state,
+        RAI_DATABASE_URL=with_database(machine.database_url, database),
+        RAI_REDIS_URL=machine.redis_url,
+    )
+    try:
+        code, first, err = rai_command(capsys, "demo")
+        assert code == 0, first + err
+        tenant_line = next(line for line in first.splitlines() if "Demo tenant" in line)
+        tenant = tenant_line.split()[-1]
+        for address in (
+            f"127.0.0.1:{settings.dev_temporal_port}",
+            f"http://127.0.0.1:{settings.dev_temporal_ui_port}",
+            f"/{database}",
+            machine.redis_url,
+            f"http://127.0.0.1:{settings.dev_s3_port}",
+        ):
+            assert address in first, address
+        code, second, err = rai_command(capsys, "demo")  # running it again is harmless
+        assert code == 0, second + err
+        assert f"Demo tenant  {tenant}" in second
+        monkeypatch.setenv("RAI_DATABASE_URL", with_database(machine.database_url, database))
+        code, out, _ = rai_command(capsys, "db", "verify-chain", "--tenant", tenant)
+        assert code == 0, out
+        assert "chain intact, 1 rows" in out
+        started = records(state)
+        assert set(started) == {"temporal", "s3"}
+        code, out, _ = rai(capsys, "down")
+        assert code == 0, out
+    finally:
+        asyncio.run(Stack(settings).down())
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(machine.database_url)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+    for record in started.values():
+        assert not is_alive(record.pid, record.start_time)
