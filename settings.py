@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None
+    s3_registry_bucket: str = "rai-model-registry"
+    s3_datasets_bucket: str = "rai-datasets"
+    dataset_retention_days: int = 365
+    tmp_expiry_days: int = 1
+
+    # The platform's Ed25519 signing key (signs model versions, drift reports, bias audits):
+    # a 32-byte seed in hex, or a file holding it (created 0600 by ``rai keys platform``).
+    platform_signing_key: SecretStr | None = None
+    platform_key_file: Path | None = None
 
     # The embedded local stack (``rai dev``): where it keeps state and which ports it uses.
     state_dir: Path = Path(".rai")
@@ -50,6 +59,9 @@ class Settings(BaseSettings):
     dev_weed_volume_port: int = 18080
     dev_weed_filer_port: int = 18888
     dev_stop_grace_seconds: float = 10.0
+
+    def resolved_platform_key_file(self) -> Path:
+        return self.platform_key_file or self.state_dir / "keys" / "platform.ed25519"
 
     def resolved_app_database_url(self) -> str:
         """The DSN services use: ``app_database_url``, or ``database_url`` logged in as rai_app."""
