@@ -3,8 +3,8 @@
 ``rai db migrate`` connects with an administrative login, makes sure the two roles and the
 database exist, then applies, as ``rai_owner`` and in one transaction, every migration not yet
 recorded in ``rai.schema_migrations``. Version 1 is ``schema.sql`` followed by ``triggers.sql``;
-later changes are new numbered migrations, never edits of an applied one (the recorded checksum
-catches that). SQL is read with :mod:`importlib.resources`, so an installed package migrates the
+every later change is a new numbered file under ``db/migrations/``, never an edit of an applied
+one (the recorded checksum catches that). SQL is read with :mod:`importlib.resources`, so an installed package migrates the
 same way as a checkout.
 
 ``rai_owner`` is NOLOGIN: nobody holds its credentials; the administrator becomes it with
@@ -46,6 +46,9 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and laws", ("schema.sql", "triggers.sql")),
+    Migration(
+        2, "model version names its drift report", ("migrations/0002_model_drift_report.sql",)
+    ),
 )
 
 
