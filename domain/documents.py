@@ -20,7 +20,7 @@ class EventPayload(BaseModel):
     """What a field device observed: features for drift and training, the observed outcome,
     group attributes for bias audits, and the predictions the serving models made."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     features: dict[str, float | str] = Field(min_length=1)
     outcome: float | None = None
