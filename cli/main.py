@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from cli import db_commands, demo_commands, dev_commands, tenant_commands
+from cli import db_commands, demo_commands, dev_commands, keys_commands, tenant_commands
 from cli.errors import CommandError
 from settings import Settings
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev_commands.register(groups)
     db_commands.register(groups)
     tenant_commands.register(groups)
+    keys_commands.register(groups)
     demo_commands.register(groups)
     return parser
 
