@@ -7,7 +7,15 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from cli import db_commands, demo_commands, dev_commands, keys_commands, tenant_commands
+from cli import (
+    bench_commands,
+    db_commands,
+    demo_commands,
+    dev_commands,
+    drift_commands,
+    keys_commands,
+    tenant_commands,
+)
 from cli.errors import CommandError
 from settings import Settings
 
@@ -24,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.register(groups)
     tenant_commands.register(groups)
     keys_commands.register(groups)
+    drift_commands.register(groups)
+    bench_commands.register(groups)
     demo_commands.register(groups)
     return parser
 

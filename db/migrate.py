@@ -4,8 +4,8 @@
 database exist, then applies, as ``rai_owner`` and in one transaction, every migration not yet
 recorded in ``rai.schema_migrations``. Version 1 is ``schema.sql`` followed by ``triggers.sql``;
 every later change is a new numbered file under ``db/migrations/``, never an edit of an applied
-one (the recorded checksum catches that). SQL is read with :mod:`importlib.resources`, so an installed package migrates the
-same way as a checkout.
+one (the recorded checksum catches that). SQL is read with :mod:`importlib.resources`, so an
+installed package migrates the same way as a checkout.
 
 ``rai_owner`` is NOLOGIN: nobody holds its credentials; the administrator becomes it with
 ``SET ROLE`` only while migrating. ``rai_app`` is the only login services use: NOSUPERUSER,

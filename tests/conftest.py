@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
+from adapters.objectstore import ObjectStore
+from adapters.storage_setup import init_storage
 from db.repository import Database
 from devstack.postgres import PrivatePostgres
+from domain.signing import Signer
 from settings import Settings, app_dsn_for, with_database
+from tests.integration.services_env import ServicesEnv
 from tests.pg import cloned_database, create_template, drop_database, shared_tempdir
+from tests.s3 import private_s3
 
 
 async def _reachable(dsn: str) -> bool:
@@ -63,3 +69,26 @@ async def app_db(db_admin_dsn: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
+
+
+@pytest.fixture(scope="session")
+async def s3_settings() -> AsyncIterator[Settings]:
+    """Settings pointing at a private SeaweedFS S3 server started for this run (its own
+    directory and free ports, stopped at the end). Tests pick their own bucket names."""
+    async with private_s3() as settings:
+        yield settings
+
+
+@pytest.fixture
+async def services_env(app_db: Database, s3_settings: Settings) -> AsyncIterator[ServicesEnv]:
+    """Services' outside world: the test's database, fresh buckets on the run's S3 server."""
+    suffix = secrets.token_hex(4)
+    settings = s3_settings.model_copy(
+        update={
+            "s3_registry_bucket": f"reg-{suffix}",
+            "s3_datasets_bucket": f"data-{suffix}",
+        }
+    )
+    async with ObjectStore.from_settings(settings) as store:
+        await init_storage(store, settings)
+        yield ServicesEnv(app_db, store, settings, Signer.generate())
