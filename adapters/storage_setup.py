@@ -338,11 +338,10 @@ async def _object_lock_rule(store: ObjectStore, bucket: str) -> tuple[bool, str 
 
 async def _ensure_object_lock(store: ObjectStore, bucket: str, days: int) -> list[SetupStep]:
     enabled, mode, current_days = await _object_lock_rule(store, bucket)
-    steps: list[SetupStep] = []
-    if not enabled:
-        # S3 (since 2023) and SeaweedFS let a versioned bucket turn Object Lock on later;
-        # others only at creation. Objects written before carry no retention either way.
-        steps.append(await _ensure_versioning(store, bucket, " (needed by Object Lock)"))
+    # Object Lock needs versioning (a bucket created with Object Lock has it). S3 (since 2023)
+    # and SeaweedFS let a versioned bucket turn Object Lock on later, others only at creation;
+    # objects written before carry no retention either way.
+    steps = [await _ensure_versioning(store, bucket, " (needed by Object Lock)")]
     wanted = f"COMPLIANCE {days} days"
     if enabled and mode == "COMPLIANCE" and current_days == days:
         steps.append(SetupStep(bucket, "object lock", "Enabled", changed=False))

@@ -15,6 +15,7 @@ from cli import (
     drift_commands,
     keys_commands,
     tenant_commands,
+    verify_commands,
 )
 from cli.errors import CommandError
 from settings import Settings
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_commands.register(groups)
     drift_commands.register(groups)
     bench_commands.register(groups)
+    verify_commands.register(groups)
     demo_commands.register(groups)
     return parser
 

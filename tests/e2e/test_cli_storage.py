@@ -70,7 +70,7 @@ async def test_init_then_check(stack_env: Settings, capsys: pytest.CaptureFixtur
     assert await asyncio.to_thread(rai_storage, "init") == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[:11] == [
+    assert lines[:12] == [
         f"{registry}: bucket: created (set now)",
         f"{registry}: versioning: Enabled (set now)",
         f"{registry}: default encryption: AES256 (set now)",
@@ -78,6 +78,7 @@ async def test_init_then_check(stack_env: Settings, capsys: pytest.CaptureFixtur
         f"{registry}: policy: denies all actions to anonymous requests"
         " (statement RaiDenyAnonymous) (set now)",
         f"{datasets}: bucket: created with Object Lock (set now)",
+        f"{datasets}: versioning: Enabled (needed by Object Lock) (already)",
         f"{datasets}: object lock: Enabled (already)",
         f"{datasets}: default retention: COMPLIANCE 365 days (set now)",
         f"{datasets}: default encryption: AES256 (set now)",
@@ -85,12 +86,12 @@ async def test_init_then_check(stack_env: Settings, capsys: pytest.CaptureFixtur
         f"{datasets}: policy: denies all actions to anonymous requests"
         " (statement RaiDenyAnonymous) (set now)",
     ]
-    assert lines[11] == f"storage ready at {stack_env.s3_endpoint_url}: 10 of 11 settings set now"
+    assert lines[12] == f"storage ready at {stack_env.s3_endpoint_url}: 10 of 12 settings set now"
 
     assert await asyncio.to_thread(rai_storage, "init") == 0
     again = capsys.readouterr().out.splitlines()
-    assert all(line.endswith("(already)") for line in again[:11]), again
-    assert again[11].endswith(": 0 of 11 settings set now")
+    assert all(line.endswith("(already)") for line in again[:12]), again
+    assert again[12].endswith(": 0 of 12 settings set now")
 
     assert await asyncio.to_thread(rai_storage, "check") == 0
     passed = capsys.readouterr().out.splitlines()
