@@ -7,6 +7,10 @@ import asyncio
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from pydantic import SecretStr
+
+from adapters.objectstore import ObjectStore, ObjectStoreError
+from adapters.storage_setup import init_storage
 from cli.errors import CommandError
 from db.migrate import MigrationError, migrate
 from db.repository import Database
@@ -33,7 +37,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _demo(settings: Settings, tenant_name: str) -> int:
-    print("[1/3] local stack")
+    print("[1/4] local stack")
     stack = Stack(settings)
     try:
         status = await stack.start()
@@ -45,7 +49,7 @@ async def _demo(settings: Settings, tenant_name: str) -> int:
         raise CommandError(str(exc)) from exc
     print("\n".join(f"      {line}" for line in status.lines()))
 
-    print("[2/3] database migrations")
+    print("[2/4] database migrations")
     password = settings.app_db_password
     try:
         report = await migrate(
@@ -55,7 +59,23 @@ async def _demo(settings: Settings, tenant_name: str) -> int:
         raise CommandError(str(exc)) from exc
     print(f"      {report.database} at version {report.current_version}")
 
-    print("[3/3] demo tenant")
+    print("[3/4] object storage (M1-M4)")
+    store_settings = settings.model_copy(
+        update={
+            "s3_endpoint_url": info.s3_endpoint_url,
+            "s3_access_key": info.s3_access_key,
+            "s3_secret_key": SecretStr(info.s3_secret_key),
+        }
+    )
+    try:
+        async with ObjectStore.from_settings(store_settings) as store:
+            steps = await init_storage(store, store_settings)
+    except ObjectStoreError as exc:
+        raise CommandError(f"object storage: {exc}") from exc
+    for step in steps:
+        print(f"      {step.line()}")
+
+    print("[4/4] demo tenant")
     db = await Database.connect(app_dsn_for(info.database_url, password), max_size=2)
     try:
         tenant = await create_tenant(db, tenant_name, demo_tenant_id(tenant_name))

@@ -14,6 +14,7 @@ from cli import (
     dev_commands,
     drift_commands,
     keys_commands,
+    storage_commands,
     tenant_commands,
     verify_commands,
 )
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     drift_commands.register(groups)
     bench_commands.register(groups)
     verify_commands.register(groups)
+    storage_commands.register(groups)
     demo_commands.register(groups)
     return parser
 

@@ -130,6 +130,8 @@ def weed_server_argv(
         f"-s3.config={root / 's3.json'}",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        # A write to a missing bucket is an error, not a new bucket without the buckets' rules.
+        "-s3.autoCreateBucket=false",
     ]
 
 

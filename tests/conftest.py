@@ -79,9 +79,11 @@ async def s3_settings() -> AsyncIterator[Settings]:
         yield settings
 
 
-@pytest.fixture
-async def services_env(app_db: Database, s3_settings: Settings) -> AsyncIterator[ServicesEnv]:
-    """Services' outside world: the test's database, fresh buckets on the run's S3 server."""
+@pytest.fixture(scope="session")
+async def service_storage(s3_settings: Settings) -> Settings:
+    """One pair of initialised buckets shared by the service tests of a run (every test works
+    under keys of its own tenants; SeaweedFS gives each bucket its own volumes, so a bucket
+    per test would exhaust them)."""
     suffix = secrets.token_hex(4)
     settings = s3_settings.model_copy(
         update={
@@ -91,4 +93,11 @@ async def services_env(app_db: Database, s3_settings: Settings) -> AsyncIterator
     )
     async with ObjectStore.from_settings(settings) as store:
         await init_storage(store, settings)
-        yield ServicesEnv(app_db, store, settings, Signer.generate())
+    return settings
+
+
+@pytest.fixture
+async def services_env(app_db: Database, service_storage: Settings) -> AsyncIterator[ServicesEnv]:
+    """Services' outside world: the test's own database, the run's buckets, a platform key."""
+    async with ObjectStore.from_settings(service_storage) as store:
+        yield ServicesEnv(app_db, store, service_storage, Signer.generate())

@@ -3,34 +3,20 @@ the run's private SeaweedFS."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import secrets
-import sys
 
 import pytest
 
 from adapters.objectstore import ObjectStore
-from cli import storage_commands
-from cli.errors import CommandError
+from cli.main import main
 from settings import Settings
 
 pytestmark = pytest.mark.e2e
 
 
 def rai_storage(*argv: str) -> int:
-    """What ``rai storage ...`` does: parse, run the handler with fresh Settings, print a
-    CommandError as ``rai: error: ...``."""
-    parser = argparse.ArgumentParser(prog="rai")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
-    storage_commands.register(groups)
-    args = parser.parse_args(["storage", *argv])
-    try:
-        code: int = args.handler(args, Settings())
-    except CommandError as exc:
-        print(f"rai: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return code
+    return main(["storage", *argv])
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ def test_server_command_line(tmp_path: Path) -> None:
         "-master.volumeSizeLimitMB=32",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        "-s3.autoCreateBucket=false",
     ):
         assert flag in argv
 
