@@ -15,6 +15,7 @@ class Law(StrEnum):
     APPEND_ONLY = "RA005"
     IMMUTABLE_COLUMN = "RA006"
     ILLEGAL_TRAINING_RUN_TRANSITION = "RA007"
+    STALE_FENCE = "RA008"
     # Laws kept by constraints carry the standard codes; the constraint name tells which.
     UNIQUE = "23505"
     CHECK = "23514"
@@ -23,3 +24,4 @@ class Law(StrEnum):
 
 ONE_PRODUCTION_PER_MODEL = "model_versions_one_production_per_model"
 ONE_ACTIVE_TRAINING_RUN = "training_runs_one_active_per_tenant"
+ONE_MODEL_PER_TRAINING_RUN = "model_versions_one_per_training_run"

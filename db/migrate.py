@@ -49,6 +49,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         2, "model version names its drift report", ("migrations/0002_model_drift_report.sql",)
     ),
+    Migration(3, "pipeline bookkeeping on training runs", ("migrations/0003_pipeline_runs.sql",)),
 )
 
 

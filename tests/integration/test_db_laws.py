@@ -729,3 +729,22 @@ async def test_dead_letters_keep_their_content(app_db: Database, alpha: TenantWo
         assert await conn.execute("UPDATE dead_letters SET resolved_at = now()") == "UPDATE 1"
         with raises_law(Law.IMMUTABLE_COLUMN):
             await conn.execute("UPDATE dead_letters SET error = 'nothing happened'")
+
+
+async def test_a_stale_fencing_token_cannot_record_a_run(
+    app_db: Database, alpha: TenantWorld, beta: TenantWorld
+) -> None:
+    insert = (
+        "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token, status, finished_at)"
+        " VALUES ($1, 'w', $2, 'FAILED', now())"
+    )
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        await conn.execute(insert, alpha.tenant_id, 7)
+    for stale in (7, 3):
+        async with app_db.transaction(alpha.tenant_id) as conn:
+            with raises_law(Law.STALE_FENCE):
+                await conn.execute(insert, alpha.tenant_id, stale)
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        await conn.execute(insert, alpha.tenant_id, 8)
+    async with app_db.transaction(beta.tenant_id) as conn:  # tokens are per tenant
+        await conn.execute(insert, beta.tenant_id, 1)
