@@ -1,0 +1,229 @@
+"""The retraining pipeline's vocabulary: inputs and results of the workflow and of each step.
+
+One pydantic model per call (workflows and activities take exactly one argument), so fields can
+be added without breaking running histories. Bulk data never travels in these: S3 URIs and
+SHA-256 hashes do (claim check).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TRAINING_QUEUE = "training-queue"
+DRIFT_QUEUE = "drift-analysis-queue"
+DEAD_LETTER_QUEUE = "training-queue-failed"
+DEFAULT_MODEL_NAME = "yield"
+
+
+def pipeline_workflow_id(tenant_id: UUID) -> str:
+    """One pipeline per tenant at a time: Temporal refuses a second start of this id."""
+    return f"retrain/{tenant_id}"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PipelineOutcome(StrEnum):
+    SUCCEEDED_SHADOW = "SUCCEEDED_SHADOW"
+    NO_DRIFT = "NO_DRIFT"
+    INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+    SKIPPED_LOCKED = "SKIPPED_LOCKED"
+    SKIPPED_ACTIVE_RUN = "SKIPPED_ACTIVE_RUN"
+    SKIPPED_COOLDOWN = "SKIPPED_COOLDOWN"
+    FAILED_DEAD_LETTERED = "FAILED_DEAD_LETTERED"
+
+
+class PipelineInput(_Message):
+    tenant_id: UUID
+    trigger: str = "manual"
+    model_name: str = DEFAULT_MODEL_NAME
+    # Seasons to compare; None picks the tenant's two most recent seasons.
+    reference_season: str | None = None
+    current_season: str | None = None
+    # Where drift analysis runs (M6); tests give each run queues of its own.
+    drift_task_queue: str = DRIFT_QUEUE
+
+
+class PipelineResult(_Message):
+    tenant_id: UUID
+    outcome: PipelineOutcome
+    detail: str = ""
+    drift_report_id: UUID | None = None
+    drift_verdict: str | None = None
+    drift_features: dict[str, str] = Field(default_factory=dict)
+    training_run_id: UUID | None = None
+    job_name: str | None = None
+    model_version_id: UUID | None = None
+    artifact_sha256: str | None = None
+    dead_letter_id: UUID | None = None
+
+
+class PipelineProgress(_Message):
+    """What the workflow's ``progress`` query answers while it runs."""
+
+    step: str
+    result: PipelineResult | None = None
+
+
+class LockRequest(_Message):
+    tenant_id: UUID
+    holder: str
+
+
+class LeaseInfo(_Message):
+    tenant_id: UUID
+    token: str
+    fence: int
+    holder: str
+
+
+class LockResult(_Message):
+    lease: LeaseInfo | None
+
+
+class PreconditionsInput(_Message):
+    tenant_id: UUID
+    now: datetime
+
+
+class PreconditionsResult(_Message):
+    blocked_by: PipelineOutcome | None = None
+    detail: str = ""
+
+
+class DriftInput(_Message):
+    tenant_id: UUID
+    reference_season: str | None
+    current_season: str | None
+
+
+class DriftOutput(_Message):
+    report_id: UUID | None
+    verdict: str
+    reference_season: str | None
+    current_season: str | None
+    features: dict[str, str] = Field(default_factory=dict)
+    detail: str = ""
+
+
+class SnapshotInput(_Message):
+    tenant_id: UUID
+    training_run_id: UUID
+    season: str
+
+
+class SnapshotOutput(_Message):
+    dataset_uri: str
+    dataset_sha256: str
+    rows: int
+
+
+class TrainedModel(_Message):
+    """What a successful training job produced."""
+
+    artifact_uri: str
+    artifact_sha256: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingOutcome(_Message):
+    """A training job's completion, as its signed callback reports it."""
+
+    status: str
+    artifact_uri: str | None = None
+    artifact_sha256: str | None = None
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+
+    def trained(self) -> TrainedModel | None:
+        if self.status != "SUCCEEDED" or not self.artifact_uri or not self.artifact_sha256:
+            return None
+        return TrainedModel(
+            artifact_uri=self.artifact_uri,
+            artifact_sha256=self.artifact_sha256,
+            metrics=self.metrics or {},
+        )
+
+
+class RegisterInput(_Message):
+    tenant_id: UUID
+    training_run_id: UUID
+    model_name: str
+    artifact_uri: str
+    artifact_sha256: str
+    dataset_uri: str
+    dataset_sha256: str
+    drift_report_id: UUID | None
+    metrics: dict[str, Any]
+
+
+class RegisterOutput(_Message):
+    model_version_id: UUID
+    version: int
+    artifact_sha256: str
+
+
+class AuditInput(_Message):
+    tenant_id: UUID
+    model_version_id: UUID
+    season: str
+
+
+class AuditOutput(_Message):
+    passed: bool
+    detail: str
+
+
+class PromoteInput(_Message):
+    tenant_id: UUID
+    model_version_id: UUID
+
+
+class DeadLetterInput(_Message):
+    tenant_id: UUID
+    workflow_id: str
+    error: str
+    attempts: int
+    training_run_id: UUID | None = None
+
+
+class DeadLetterOutput(_Message):
+    dead_letter_id: UUID
+
+
+class OutcomeInput(_Message):
+    workflow_id: str
+    result: PipelineResult
+
+
+class ActivityName:
+    """The registered names of the pipeline's activities (workflow and worker share them)."""
+
+    ACQUIRE_LOCK = "acquire_tenant_lock"
+    RENEW_LOCK = "renew_tenant_lock"
+    RELEASE_LOCK = "release_tenant_lock"
+    CHECK_PRECONDITIONS = "check_preconditions"
+    ANALYZE_DRIFT = "analyze_drift"
+    SNAPSHOT_DATASET = "snapshot_dataset"
+    TRAIN_MODEL = "train_model"
+    REGISTER_MODEL = "register_model"
+    AUDIT_MODEL = "audit_model"
+    PROMOTE_TO_SHADOW = "promote_to_shadow"
+    DEAD_LETTER = "dead_letter"
+    RECORD_OUTCOME = "record_pipeline_outcome"
+
+
+class TrainInput(_Message):
+    tenant_id: UUID
+    training_run_id: UUID
+    workflow_id: str
+    fence: int
+    model_name: str
+    dataset_uri: str
+    dataset_sha256: str

