@@ -1,0 +1,272 @@
+"""The retraining pipeline's bookkeeping: preconditions (M22, M23), the WORM training-data
+snapshot, training runs (fenced), dead letters (M8) and outcomes — one place, over the
+database and the object store, for the activities to call."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from adapters.objectstore import S3Uri
+from db.errors import Law
+from db.integrity import record_check
+from db.repository import Database
+from domain.canonical import canonical_json
+from domain.pipeline import (
+    DEAD_LETTER_QUEUE,
+    PipelineOutcome,
+    PipelineResult,
+    PreconditionsResult,
+    SnapshotOutput,
+)
+from domain.policies import cooldown_active, cooldown_ends_at
+from services.errors import GovernanceRefusal, NotFoundError
+from services.ports import ObjectStorePort
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: UUID
+    queue: str
+    workflow_id: str
+    error: str
+    attempts: int
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class StaleLeaseError(GovernanceRefusal):
+    """A pipeline whose tenant lease was superseded tried to record a training run."""
+
+
+class PipelineService:
+    def __init__(self, db: Database, store: ObjectStorePort, *, datasets_bucket: str) -> None:
+        self._db = db
+        self._store = store
+        self._datasets_bucket = datasets_bucket
+
+    async def preconditions(self, tenant_id: UUID, now: datetime) -> PreconditionsResult:
+        async with self._db.transaction(tenant_id) as conn:
+            active = await conn.fetchrow(
+                "SELECT id, status FROM training_runs WHERE status IN ('QUEUED', 'RUNNING')"
+            )
+            last_rollback: datetime | None = await conn.fetchval(
+                "SELECT max(changed_at) FROM model_status_history WHERE to_status = 'ROLLED_BACK'"
+            )
+        if active is not None:
+            return PreconditionsResult(
+                blocked_by=PipelineOutcome.SKIPPED_ACTIVE_RUN,
+                detail=f"training run {active['id']} is {active['status']}",
+            )
+        if cooldown_active(last_rollback, now):
+            return PreconditionsResult(
+                blocked_by=PipelineOutcome.SKIPPED_COOLDOWN,
+                detail=f"rolled back at {last_rollback}; no retraining before"
+                f" {cooldown_ends_at(last_rollback)}",
+            )
+        return PreconditionsResult()
+
+    async def latest_seasons(self, tenant_id: UUID) -> list[str]:
+        """The tenant's seasons, newest first (season ids sort chronologically)."""
+        async with self._db.transaction(tenant_id) as conn:
+            rows = await conn.fetch(
+                "SELECT DISTINCT season_id FROM learning_events ORDER BY season_id DESC LIMIT 2"
+            )
+        return [row["season_id"] for row in rows]
+
+    async def snapshot(self, tenant_id: UUID, training_run_id: UUID, season: str) -> SnapshotOutput:
+        """Write the season's labelled events as JSON Lines to the WORM datasets bucket (the
+        bucket's default COMPLIANCE retention locks it). A retry finds the snapshot it wrote."""
+        key = f"snapshots/{tenant_id}/{training_run_id}.jsonl"
+        existing = await self._store.head(self._datasets_bucket, key)
+        if existing is not None:
+            digest = await self._store.stream_sha256(
+                self._datasets_bucket, key, existing.version_id
+            )
+            uri = S3Uri(self._datasets_bucket, key, existing.version_id)
+            rows = int(existing.metadata.get("rows", "0"))
+            return SnapshotOutput(dataset_uri=str(uri), dataset_sha256=digest.sha256_hex, rows=rows)
+        async with self._db.transaction(tenant_id, isolation="repeatable_read") as conn:
+            records = await conn.fetch(
+                "SELECT season_id, field_id, payload FROM learning_events"
+                " WHERE season_id = $1 AND payload->'outcome' IS NOT NULL"
+                " AND jsonb_typeof(payload->'outcome') = 'number' ORDER BY field_id",
+                season,
+            )
+        if not records:
+            raise GovernanceRefusal(f"season {season} has no events with an observed outcome")
+        lines = [
+            canonical_json(
+                {
+                    "season_id": r["season_id"],
+                    "field_id": r["field_id"],
+                    "features": r["payload"]["features"],
+                    "outcome": r["payload"]["outcome"],
+                }
+            )
+            for r in records
+        ]
+        body = b"\n".join(lines) + b"\n"
+        sha = hashlib.sha256(body).hexdigest()
+        stored = await self._store.put_bytes(
+            self._datasets_bucket,
+            key,
+            body,
+            content_type="application/x-ndjson",
+            metadata={"sha256": sha, "rows": str(len(lines)), "season": season},
+        )
+        async with self._db.transaction(tenant_id) as conn:
+            await record_check(
+                conn,
+                tenant_id,
+                "dataset.snapshot",
+                str(training_run_id),
+                "WRITTEN",
+                {"uri": str(stored.uri), "sha256": sha, "rows": len(lines)},
+            )
+        return SnapshotOutput(dataset_uri=str(stored.uri), dataset_sha256=sha, rows=len(lines))
+
+    async def start_training_run(
+        self,
+        tenant_id: UUID,
+        training_run_id: UUID,
+        *,
+        workflow_id: str,
+        fence: int,
+        model_name: str,
+        dataset_uri: str,
+        dataset_sha256: str,
+        callback_public_key: bytes,
+    ) -> None:
+        """Record the run QUEUED (once: a retry finds it). The database refuses a stale fence
+        and a second active run of the tenant."""
+        async with self._db.transaction(tenant_id) as conn:
+            if await conn.fetchval("SELECT 1 FROM training_runs WHERE id = $1", training_run_id):
+                return
+            try:
+                await conn.execute(
+                    "INSERT INTO training_runs (id, tenant_id, workflow_id, status, dataset_uri,"
+                    " dataset_sha256, fencing_token, callback_public_key, model_name)"
+                    " VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8)",
+                    training_run_id,
+                    tenant_id,
+                    workflow_id,
+                    dataset_uri,
+                    dataset_sha256,
+                    fence,
+                    callback_public_key,
+                    model_name,
+                )
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == Law.STALE_FENCE:
+                    raise StaleLeaseError(str(exc)) from exc
+                if isinstance(exc, asyncpg.UniqueViolationError):
+                    raise GovernanceRefusal(
+                        f"tenant {tenant_id} already has an active training run"
+                    ) from exc
+                raise
+            await record_check(
+                conn,
+                tenant_id,
+                "training.queued",
+                str(training_run_id),
+                "QUEUED",
+                {"workflow_id": workflow_id, "fence": fence, "dataset_uri": dataset_uri},
+            )
+
+    async def mark_running(self, tenant_id: UUID, training_run_id: UUID, job_name: str) -> None:
+        async with self._db.transaction(tenant_id) as conn:
+            await conn.execute(
+                "UPDATE training_runs SET status = 'RUNNING', started_at = coalesce(started_at,"
+                " now()), job_name = $2 WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')",
+                training_run_id,
+                job_name,
+            )
+
+    async def finish_run(self, tenant_id: UUID, training_run_id: UUID, status: str) -> None:
+        """RUNNING/QUEUED -> SUCCEEDED or FAILED (a finished run is left as it is)."""
+        if status not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            raise ValueError(f"not a final training run status: {status}")
+        async with self._db.transaction(tenant_id) as conn:
+            if status == "SUCCEEDED":
+                await conn.execute(
+                    "UPDATE training_runs SET status = 'RUNNING', started_at = now()"
+                    " WHERE id = $1 AND status = 'QUEUED'",
+                    training_run_id,
+                )
+            changed = await conn.execute(
+                "UPDATE training_runs SET status = $2, finished_at = now()"
+                " WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')",
+                training_run_id,
+                status,
+            )
+            if changed == "UPDATE 1":
+                await record_check(
+                    conn, tenant_id, "training.finished", str(training_run_id), status
+                )
+
+    async def dead_letter(
+        self,
+        tenant_id: UUID,
+        *,
+        workflow_id: str,
+        error: str,
+        attempts: int,
+        training_run_id: UUID | None,
+    ) -> UUID:
+        if training_run_id is not None:
+            await self.finish_run(tenant_id, training_run_id, "FAILED")
+        async with self._db.transaction(tenant_id) as conn:
+            letter_id: UUID = await conn.fetchval(
+                "INSERT INTO dead_letters (tenant_id, queue, workflow_id, error, attempts)"
+                " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                tenant_id,
+                DEAD_LETTER_QUEUE,
+                workflow_id,
+                error,
+                attempts,
+            )
+            await record_check(
+                conn,
+                tenant_id,
+                "pipeline.dead_letter",
+                str(letter_id),
+                "DEAD_LETTERED",
+                {"workflow_id": workflow_id, "attempts": attempts, "error": error[:2000]},
+            )
+        return letter_id
+
+    async def record_outcome(self, workflow_id: str, result: PipelineResult) -> None:
+        async with self._db.transaction(result.tenant_id) as conn:
+            await record_check(
+                conn,
+                result.tenant_id,
+                "pipeline.outcome",
+                workflow_id,
+                result.outcome.value,
+                json.loads(result.model_dump_json()),
+            )
+
+    async def dead_letters(self, tenant_id: UUID, *, include_resolved: bool) -> list[DeadLetter]:
+        async with self._db.transaction(tenant_id) as conn:
+            rows = await conn.fetch(
+                "SELECT id, queue, workflow_id, error, attempts, created_at, resolved_at"
+                " FROM dead_letters WHERE $1 OR resolved_at IS NULL ORDER BY created_at",
+                include_resolved,
+            )
+        return [DeadLetter(**dict(row)) for row in rows]
+
+    async def resolve_dead_letter(self, tenant_id: UUID, letter_id: UUID) -> None:
+        async with self._db.transaction(tenant_id) as conn:
+            changed = await conn.execute(
+                "UPDATE dead_letters SET resolved_at = now() WHERE id = $1 AND resolved_at IS NULL",
+                letter_id,
+            )
+            if changed != "UPDATE 1":
+                raise NotFoundError(f"no unresolved dead letter {letter_id} for this tenant")
+            await record_check(conn, tenant_id, "pipeline.dead_letter", str(letter_id), "RESOLVED")

@@ -1,0 +1,137 @@
+"""PipelineService against real Postgres and S3: preconditions, WORM snapshot, fenced runs,
+dead letters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import pytest
+
+from adapters.objectstore import ObjectStoreError, S3Uri
+from domain.model_status import ModelStatus
+from domain.pipeline import PipelineOutcome, PipelineResult
+from services.bias import BiasAuditService, Evaluation
+from services.errors import GovernanceRefusal, NotFoundError
+from services.pipeline import PipelineService, StaleLeaseError
+from services.registry import ModelRegistryService, RegisterModel
+from tests.integration.services_env import ServicesEnv
+
+pytestmark = pytest.mark.integration
+
+
+def service(env: ServicesEnv) -> PipelineService:
+    return PipelineService(env.db, env.store, datasets_bucket=env.settings.s3_datasets_bucket)
+
+
+async def start_run(env: ServicesEnv, tenant: UUID, fence: int, run: UUID | None = None) -> UUID:
+    run = run or uuid4()
+    await service(env).start_training_run(
+        tenant,
+        run,
+        workflow_id="retrain/x",
+        fence=fence,
+        model_name="yield",
+        dataset_uri="s3://d/k",
+        dataset_sha256="a" * 64,
+        callback_public_key=secrets.token_bytes(32),
+    )
+    return run
+
+
+async def test_an_active_run_blocks_and_a_finished_one_does_not(services_env: ServicesEnv) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    now = datetime.now(UTC)
+    assert (await service(env).preconditions(tenant, now)).blocked_by is None
+    run = await start_run(env, tenant, fence=1)
+    assert await start_run(env, tenant, fence=1, run=run) == run  # a retry finds its run
+    blocked = await service(env).preconditions(tenant, now)
+    assert blocked.blocked_by is PipelineOutcome.SKIPPED_ACTIVE_RUN
+    with pytest.raises(GovernanceRefusal, match="active training run"):
+        await start_run(env, tenant, fence=2)
+    await service(env).mark_running(tenant, run, "rai-train-x")
+    await service(env).finish_run(tenant, run, "SUCCEEDED")
+    assert (await service(env).preconditions(tenant, now)).blocked_by is None
+    with pytest.raises(StaleLeaseError):  # an older lease can no longer record a run
+        await start_run(env, tenant, fence=1)
+    await start_run(env, tenant, fence=3)
+
+
+async def test_a_rollback_starts_a_seven_day_cooldown(services_env: ServicesEnv) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    registry = ModelRegistryService(env.db, env.store, env.platform)
+    uri, _ = await env.artifact(tenant)
+    model = await registry.register_model(
+        tenant,
+        RegisterModel(
+            model_name="yield", artifact_uri=uri, dataset_uri="s3://d/k", dataset_sha256="a" * 64
+        ),
+    )
+    evaluations = [Evaluation(g, 1.0, 1.1) for g in ("a", "b") for _ in range(30)]
+    await BiasAuditService(env.db, env.platform).audit(
+        tenant, model.id, evaluations, group_by="region"
+    )
+    await registry.promote_to_shadow(tenant, model.id)
+    for status in (ModelStatus.CANARY, ModelStatus.PRODUCTION):
+        await registry.transition(tenant, model.id, status, "test")
+    rollback = await registry.rollback(tenant, "yield")
+    during = await service(env).preconditions(tenant, rollback.at + timedelta(days=6))
+    assert during.blocked_by is PipelineOutcome.SKIPPED_COOLDOWN
+    after = await service(env).preconditions(tenant, rollback.at + timedelta(days=7, seconds=1))
+    assert after.blocked_by is None
+
+
+async def test_snapshot_is_worm_and_written_once(services_env: ServicesEnv) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    await env.seed_events(tenant, "2026", 40)
+    run = uuid4()
+    first = await service(env).snapshot(tenant, run, "2026")
+    again = await service(env).snapshot(tenant, run, "2026")
+    assert again == first
+    assert first.rows == 40
+    uri = S3Uri.parse(first.dataset_uri)
+    assert uri.version_id is not None
+    body = await env.store.get_bytes(uri.bucket, uri.key, uri.version_id)
+    assert hashlib.sha256(body).hexdigest() == first.dataset_sha256
+    rows = [json.loads(line) for line in body.splitlines()]
+    assert set(rows[0]) == {"season_id", "field_id", "features", "outcome"}
+    info = await env.store.head(uri.bucket, uri.key, uri.version_id)
+    assert info is not None
+    assert info.retention is not None
+    assert info.retention.mode == "COMPLIANCE"
+    with pytest.raises(ObjectStoreError):
+        await env.store.delete_version(uri.bucket, uri.key, uri.version_id)
+    with pytest.raises(GovernanceRefusal, match="no events with an observed outcome"):
+        await service(env).snapshot(tenant, uuid4(), "1999")
+
+
+async def test_dead_letters_and_outcomes(services_env: ServicesEnv) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    run = await start_run(env, tenant, fence=1)
+    letter = await service(env).dead_letter(
+        tenant, workflow_id="retrain/x", error="boom", attempts=5, training_run_id=run
+    )
+    [listed] = await service(env).dead_letters(tenant, include_resolved=False)
+    assert (listed.id, listed.queue, listed.attempts) == (letter, "training-queue-failed", 5)
+    assert (await service(env).preconditions(tenant, datetime.now(UTC))).blocked_by is None
+    await service(env).resolve_dead_letter(tenant, letter)
+    assert await service(env).dead_letters(tenant, include_resolved=False) == []
+    assert len(await service(env).dead_letters(tenant, include_resolved=True)) == 1
+    with pytest.raises(NotFoundError):
+        await service(env).resolve_dead_letter(tenant, letter)
+    other = await env.tenant("other")
+    assert await service(env).dead_letters(other, include_resolved=True) == []
+    result = PipelineResult(tenant_id=tenant, outcome=PipelineOutcome.NO_DRIFT)
+    await service(env).record_outcome("retrain/x", result)
+    async with env.db.transaction(tenant) as conn:
+        outcome = await conn.fetchval(
+            "SELECT outcome FROM integrity_checks WHERE check_type = 'pipeline.outcome'"
+        )
+    assert outcome == "NO_DRIFT"
