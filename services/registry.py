@@ -217,6 +217,28 @@ class ModelRegistryService:
             parent_version_id=document.parent_version_id,
         )
 
+    async def version_of_training_run(
+        self, tenant_id: UUID, training_run_id: UUID
+    ) -> RegisteredModel | None:
+        """The model version a training run already produced (a retried registration finds it)."""
+        async with self._db.transaction(tenant_id) as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM model_versions WHERE training_run_id = $1", training_run_id
+            )
+        if row is None:
+            return None
+        return RegisteredModel(
+            id=row["id"],
+            model_name=row["model_name"],
+            version=row["version"],
+            status=ModelStatus(row["status"]),
+            artifact_uri=row["artifact_uri"],
+            artifact_version_id=row["artifact_version_id"],
+            artifact_sha256=row["artifact_sha256"],
+            lineage_hash=row["lineage_hash"],
+            parent_version_id=row["parent_version_id"],
+        )
+
     async def promote_to_shadow(
         self, tenant_id: UUID, model_version_id: UUID, reason: str = "promoted to shadow"
     ) -> None:
