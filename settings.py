@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_url: str = "http://127.0.0.1:8233"
+    training_task_queue: str = "training-queue"
+    drift_task_queue: str = "drift-analysis-queue"
+
+    # Training jobs (the embedded local runner): where they keep state, whom they call back,
+    # and simulated GPU time added to each job (chaos tests kill a worker meanwhile).
+    callback_url: str | None = None
+    training_extra_seconds: float = 0.0
 
     s3_endpoint_url: str = "http://127.0.0.1:8333"
     s3_region: str = "us-east-1"

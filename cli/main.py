@@ -14,6 +14,7 @@ from cli import (
     dev_commands,
     drift_commands,
     keys_commands,
+    pipeline_commands,
     storage_commands,
     tenant_commands,
     verify_commands,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_commands.register(groups)
     verify_commands.register(groups)
     storage_commands.register(groups)
+    pipeline_commands.register(groups)
     demo_commands.register(groups)
     return parser
 

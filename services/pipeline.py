@@ -252,21 +252,25 @@ class PipelineService:
                 json.loads(result.model_dump_json()),
             )
 
-    async def dead_letters(self, tenant_id: UUID, *, include_resolved: bool) -> list[DeadLetter]:
-        async with self._db.transaction(tenant_id) as conn:
-            rows = await conn.fetch(
-                "SELECT id, queue, workflow_id, error, attempts, created_at, resolved_at"
-                " FROM dead_letters WHERE $1 OR resolved_at IS NULL ORDER BY created_at",
-                include_resolved,
-            )
-        return [DeadLetter(**dict(row)) for row in rows]
 
-    async def resolve_dead_letter(self, tenant_id: UUID, letter_id: UUID) -> None:
-        async with self._db.transaction(tenant_id) as conn:
-            changed = await conn.execute(
-                "UPDATE dead_letters SET resolved_at = now() WHERE id = $1 AND resolved_at IS NULL",
-                letter_id,
-            )
-            if changed != "UPDATE 1":
-                raise NotFoundError(f"no unresolved dead letter {letter_id} for this tenant")
-            await record_check(conn, tenant_id, "pipeline.dead_letter", str(letter_id), "RESOLVED")
+async def list_dead_letters(
+    db: Database, tenant_id: UUID, *, include_resolved: bool
+) -> list[DeadLetter]:
+    async with db.transaction(tenant_id) as conn:
+        rows = await conn.fetch(
+            "SELECT id, queue, workflow_id, error, attempts, created_at, resolved_at"
+            " FROM dead_letters WHERE $1 OR resolved_at IS NULL ORDER BY created_at",
+            include_resolved,
+        )
+    return [DeadLetter(**dict(row)) for row in rows]
+
+
+async def resolve_dead_letter(db: Database, tenant_id: UUID, letter_id: UUID) -> None:
+    async with db.transaction(tenant_id) as conn:
+        changed = await conn.execute(
+            "UPDATE dead_letters SET resolved_at = now() WHERE id = $1 AND resolved_at IS NULL",
+            letter_id,
+        )
+        if changed != "UPDATE 1":
+            raise NotFoundError(f"no unresolved dead letter {letter_id} for this tenant")
+        await record_check(conn, tenant_id, "pipeline.dead_letter", str(letter_id), "RESOLVED")

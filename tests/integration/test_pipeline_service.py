@@ -16,7 +16,12 @@ from domain.model_status import ModelStatus
 from domain.pipeline import PipelineOutcome, PipelineResult
 from services.bias import BiasAuditService, Evaluation
 from services.errors import GovernanceRefusal, NotFoundError
-from services.pipeline import PipelineService, StaleLeaseError
+from services.pipeline import (
+    PipelineService,
+    StaleLeaseError,
+    list_dead_letters,
+    resolve_dead_letter,
+)
 from services.registry import ModelRegistryService, RegisterModel
 from tests.integration.services_env import ServicesEnv
 
@@ -118,16 +123,16 @@ async def test_dead_letters_and_outcomes(services_env: ServicesEnv) -> None:
     letter = await service(env).dead_letter(
         tenant, workflow_id="retrain/x", error="boom", attempts=5, training_run_id=run
     )
-    [listed] = await service(env).dead_letters(tenant, include_resolved=False)
+    [listed] = await list_dead_letters(env.db, tenant, include_resolved=False)
     assert (listed.id, listed.queue, listed.attempts) == (letter, "training-queue-failed", 5)
     assert (await service(env).preconditions(tenant, datetime.now(UTC))).blocked_by is None
-    await service(env).resolve_dead_letter(tenant, letter)
-    assert await service(env).dead_letters(tenant, include_resolved=False) == []
-    assert len(await service(env).dead_letters(tenant, include_resolved=True)) == 1
+    await resolve_dead_letter(env.db, tenant, letter)
+    assert await list_dead_letters(env.db, tenant, include_resolved=False) == []
+    assert len(await list_dead_letters(env.db, tenant, include_resolved=True)) == 1
     with pytest.raises(NotFoundError):
-        await service(env).resolve_dead_letter(tenant, letter)
+        await resolve_dead_letter(env.db, tenant, letter)
     other = await env.tenant("other")
-    assert await service(env).dead_letters(other, include_resolved=True) == []
+    assert await list_dead_letters(env.db, other, include_resolved=True) == []
     result = PipelineResult(tenant_id=tenant, outcome=PipelineOutcome.NO_DRIFT)
     await service(env).record_outcome("retrain/x", result)
     async with env.db.transaction(tenant) as conn:

@@ -1,0 +1,1 @@
+"""Temporal activities: thin classes over services (heartbeats, failure mapping)."""

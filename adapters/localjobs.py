@@ -1,0 +1,440 @@
+"""The embedded job runner: training jobs as detached local processes.
+
+It implements :class:`JobRunner`, the port the Kubernetes launcher implements too: ``launch`` a
+named job (idempotent by name), ask its ``status``, ``cancel`` it. A job's name is derived from
+its training run (:func:`job_name_for`), so a worker that restarts after a crash finds the job
+its predecessor launched instead of starting a second one.
+
+Each job lives in ``<state_dir>/jobs/<name>/``:
+
+``spec.json``     the launch intent: the trainer's command line (no secrets: the environment is
+                  recorded by variable name only) and when. Written *before* the process starts,
+                  so a launcher that dies mid-launch can cause a job that never ran (reported
+                  FAILED, a safe outcome) but never a second copy of one that did.
+``process.json``  the wrapper shell's PID and its ``/proc`` start time (``devstack.process``):
+                  a PID alone could be reused, the pair identifies the process.
+``wrapper.pid``   the wrapper's own ``$$``, written first thing: if the launcher dies between
+                  starting the process and saving ``process.json``, the process is still found
+                  (its command line names this directory).
+``job.log``       the job's stdout and stderr.
+``result.json``   the trainer's ``--result-file``, written atomically by the trainer.
+``exit_code``     the trainer's exit status, written (atomically) by the wrapper.
+``cancelled``     ``cancel`` was asked before the job had a result.
+
+and ``<state_dir>/jobs/<name>.lock`` serialises ``launch`` and ``cancel`` of one name across
+tasks and processes (``flock``; the kernel drops it if its holder dies).
+
+The process tree: ``devstack.process.spawn_detached`` starts a tiny ``/bin/sh`` wrapper in a new
+session, not as our child, so it survives the launcher (the worker). The wrapper runs
+``<python> -m trainer … --result-file <dir>/result.json`` as its child, waits for it and writes
+its exit status to ``exit_code``. The exit status has to be recorded by a parent because the
+launcher is usually no longer the parent (and on this VM PID 1 does not reap orphans, so an
+exited process may linger as a zombie: zombies count as not running). The wrapper traps SIGTERM
+so that ``cancel`` (SIGTERM to the whole process group, then SIGKILL after a grace period)
+reaches the trainer, which turns it into a FAILED result, while the wrapper stays to record the
+status. The result file is authoritative: the state is the result's status as soon as the file
+exists; a process that ended without one is FAILED, with its exit status or signal and the tail
+of its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, Protocol
+from uuid import UUID
+
+from devstack.errors import StackError
+from devstack.process import (
+    ProcessRecord,
+    ProcessSlot,
+    is_alive,
+    process_identity,
+    spawn_detached,
+    tail,
+    terminate,
+)
+
+SPEC_FILE: Final = "spec.json"
+WRAPPER_PID_FILE: Final = "wrapper.pid"
+LOG_FILE: Final = "job.log"
+RESULT_FILE: Final = "result.json"
+EXIT_CODE_FILE: Final = "exit_code"
+CANCELLED_FILE: Final = "cancelled"
+TRAINER_MODULE: Final = "trainer"
+LOG_TAIL_LINES: Final = 12
+
+# A Kubernetes object name (RFC 1123 label): the same names work for both runners.
+_JOB_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_LOCK_POLL_SECONDS = 0.05
+
+# $1: the job directory (also what identifies this process in /proc/<pid>/cmdline); the rest:
+# the trainer's command line. "wait" returns early when a trapped signal arrives, hence the
+# loop: it ends only once the child has been reaped ("kill -0" fails).
+_WRAPPER = """\
+dir=$1; shift
+echo $$ >"$dir/wrapper.pid"
+trap ':' TERM INT HUP
+"$@" &
+child=$!
+while :; do
+    wait "$child"
+    code=$?
+    kill -0 "$child" 2>/dev/null || break
+done
+echo "$code" >"$dir/exit_code.tmp" && mv -f "$dir/exit_code.tmp" "$dir/exit_code"
+"""
+
+
+class JobState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
+
+
+class JobRunnerError(Exception):
+    """The runner could not do what was asked (not: the job failed; that is a JobStatus)."""
+
+
+class JobLaunchError(JobRunnerError):
+    """Nothing was started; launching again may succeed."""
+
+
+def job_name_for(training_run_id: UUID, attempt: int = 1) -> str:
+    """The job of a training run: ``rai-train-<the run id's 32 hex digits>``, plus ``-a<N>``
+    for a deliberate re-run (attempt N > 1). All 128 bits are kept: a prefix of a time-ordered
+    UUID would let two runs started in the same millisecond share a job."""
+    if attempt < 1:
+        raise ValueError("attempts count from 1")
+    name = f"rai-train-{training_run_id.hex}"
+    return name if attempt == 1 else f"{name}-a{attempt}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job to launch: its name, the interpreter's arguments (``("-m", "trainer", "--tenant-id",
+    …)``: the runner prepends the interpreter, as a container's ``command: [python]`` would, and
+    appends ``--result-file``, since it decides where it will look for the result) and the
+    extra environment (S3 settings, the callback key…)."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _JOB_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"job name {self.name!r}: lowercase letters, digits and '-', at most 63"
+            )
+        if self.argv[:2] != ("-m", TRAINER_MODULE):
+            raise ValueError(f"a job runs the trainer: argv starts with -m {TRAINER_MODULE}")
+        if any(arg == "--result-file" or arg.startswith("--result-file=") for arg in self.argv):
+            raise ValueError("the runner sets --result-file itself")
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """A launched job. ``created`` is False when ``launch`` found the job already launched
+    and re-attached to it. ``pid`` and ``started_at`` are the wrapper process' as recorded
+    (None when it ended before it could be recorded)."""
+
+    name: str
+    created: bool
+    pid: int | None = None
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Where a job is. ``result`` is the parsed result file once there is one; ``exit_code``
+    is the trainer's exit status once it has exited (if it was recorded)."""
+
+    name: str
+    state: JobState
+    detail: str
+    result: Mapping[str, Any] | None = None
+    exit_code: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+class JobRunner(Protocol):
+    async def launch(self, spec: JobSpec) -> JobHandle: ...
+
+    async def status(self, name: str) -> JobStatus: ...
+
+    async def cancel(self, name: str) -> None: ...
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the result, None), (None, why it is unusable) or (None, None) when there is none."""
+    text = _read_text(path)
+    if text is None:
+        return None, None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return None, f"unreadable result file: {exc}"
+    if not isinstance(value, dict) or value.get("status") not in ("SUCCEEDED", "FAILED"):
+        return None, "the result file has no SUCCEEDED/FAILED status"
+    return value, None
+
+
+def _read_exit_code(path: Path) -> int | None:
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "no exit status was recorded (the wrapper was killed too)"
+    # A POSIX shell reports a child killed by signal N as 128 + N.
+    if code > 128:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(code - 128).name}"
+    return f"exit code {code}"
+
+
+def _recover_record(directory: Path) -> ProcessRecord | None:
+    """The wrapper's record from ``wrapper.pid``, if that PID is still our wrapper (its command
+    line names this job directory) and running."""
+    text = _read_text(directory / WRAPPER_PID_FILE)
+    if text is None or not text.strip().isdigit():
+        return None
+    pid = int(text)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    identity = process_identity(pid)
+    if str(directory).encode() not in cmdline or identity is None or identity[0] in ("Z", "X"):
+        return None
+    return ProcessRecord(
+        pid=pid,
+        start_time=identity[1],
+        argv=tuple(arg.decode(errors="replace") for arg in cmdline if arg),
+        log=str(directory / LOG_FILE),
+        ports={},
+        started_at=datetime.now(UTC),
+    )
+
+
+def _load_record(directory: Path) -> ProcessRecord | None:
+    return ProcessSlot(directory).load() or _recover_record(directory)
+
+
+class LocalJobRunner:
+    """Jobs as detached processes under ``state_dir`` (see the module docstring).
+
+    ``env`` is the base environment of every job (default: this process' environment); a
+    spec's ``env`` is added on top. ``stop_grace`` is how long ``cancel`` waits after SIGTERM
+    before SIGKILL; ``lock_timeout`` how long ``launch``/``cancel`` wait for another launcher
+    holding the same name.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        python: str = sys.executable,
+        env: Mapping[str, str] | None = None,
+        stop_grace: float = 10.0,
+        lock_timeout: float = 30.0,
+    ) -> None:
+        self.jobs_dir = state_dir.resolve() / "jobs"
+        self.python = python
+        self._env = dict(env) if env is not None else None
+        self._stop_grace = stop_grace
+        self._lock_timeout = lock_timeout
+
+    def job_dir(self, name: str) -> Path:
+        if not _JOB_NAME.fullmatch(name):
+            raise ValueError(f"not a job name: {name!r}")
+        return self.jobs_dir / name
+
+    # -- launch ---------------------------------------------------------------------------
+
+    async def launch(self, spec: JobSpec) -> JobHandle:
+        """Start the job, or re-attach to it if this name was launched before (running or
+        finished): never a second process for one name."""
+        directory = self.job_dir(spec.name)
+        async with self._locked(spec.name):
+            if await asyncio.to_thread((directory / SPEC_FILE).exists):
+                record = await asyncio.to_thread(_load_record, directory)
+                return JobHandle(
+                    spec.name,
+                    created=False,
+                    pid=record.pid if record else None,
+                    started_at=record.started_at if record else None,
+                )
+            await asyncio.to_thread(self._write_spec, directory, spec)
+            trainer = [self.python, *spec.argv, "--result-file", str(directory / RESULT_FILE)]
+            try:
+                record = await spawn_detached(
+                    ["/bin/sh", "-c", _WRAPPER, "rai-job", str(directory), *trainer],
+                    log=directory / LOG_FILE,
+                    cwd=directory,
+                    env={**(self._env if self._env is not None else os.environ), **spec.env},
+                )
+            except StackError:
+                # The wrapper ran and has already exited. It is launched either way (the intent
+                # stays: never a second copy); ``status`` says how it ended.
+                if await asyncio.to_thread((directory / EXIT_CODE_FILE).exists):
+                    return JobHandle(spec.name, created=True)
+                raise JobRunnerError(
+                    f"job {spec.name} ended right after it started, recording no exit status"
+                ) from None
+            except OSError as exc:
+                # Nothing started: withdraw the intent so that a retry may launch.
+                await asyncio.to_thread((directory / SPEC_FILE).unlink, missing_ok=True)
+                raise JobLaunchError(f"could not start job {spec.name}: {exc}") from exc
+            await asyncio.to_thread(ProcessSlot(directory).save, record)
+            return JobHandle(spec.name, created=True, pid=record.pid, started_at=record.started_at)
+
+    def _write_spec(self, directory: Path, spec: JobSpec) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        document = {
+            "name": spec.name,
+            "python": self.python,
+            "argv": list(spec.argv),
+            "env_names": sorted(spec.env),
+            "launched_at": datetime.now(UTC).isoformat(),
+        }
+        temporary = directory / f".{SPEC_FILE}.tmp"
+        temporary.write_text(json.dumps(document, indent=2) + "\n")
+        temporary.replace(directory / SPEC_FILE)
+
+    # -- status ---------------------------------------------------------------------------
+
+    async def status(self, name: str) -> JobStatus:
+        return await asyncio.to_thread(self._status, name)
+
+    def _status(self, name: str) -> JobStatus:
+        directory = self.job_dir(name)
+        if not (directory / SPEC_FILE).exists():
+            if self._lock_held(name):
+                return JobStatus(name, JobState.PENDING, "being launched")
+            return JobStatus(name, JobState.UNKNOWN, f"no job named {name}")
+        record = _load_record(directory)
+        alive = record is not None and is_alive(record.pid, record.start_time)
+        result, problem = _read_result(directory / RESULT_FILE)
+        code = _read_exit_code(directory / EXIT_CODE_FILE)
+
+        if result is not None:
+            succeeded = result["status"] == "SUCCEEDED"
+            detail = "succeeded" if succeeded else f"failed: {result.get('error')}"
+            if alive:
+                detail += " (the process is still finishing, e.g. sending its callback)"
+            state = JobState.SUCCEEDED if succeeded else JobState.FAILED
+            return JobStatus(name, state, detail, result, code)
+        if alive and record is not None:
+            since = record.started_at.isoformat(timespec="seconds")
+            return JobStatus(name, JobState.RUNNING, f"running as pid {record.pid} since {since}")
+        if record is None and code is None and self._lock_held(name):
+            return JobStatus(name, JobState.PENDING, "being launched")
+
+        if (directory / CANCELLED_FILE).exists():
+            reason = f"cancelled ({_exit_reason(code)})"
+        elif record is None and code is None and not (directory / WRAPPER_PID_FILE).exists():
+            reason = "never started: its launcher stopped before starting the process"
+        elif problem is not None:
+            reason = f"{problem} ({_exit_reason(code)})"
+        else:
+            reason = f"the process exited without a result: {_exit_reason(code)}"
+        log_tail = tail(directory / LOG_FILE, LOG_TAIL_LINES)
+        detail = f"{reason}; log tail:\n{log_tail}" if log_tail else reason
+        return JobStatus(name, JobState.FAILED, detail, None, code)
+
+    # -- cancel ---------------------------------------------------------------------------
+
+    async def cancel(self, name: str) -> None:
+        """Stop the job if it is running (SIGTERM to its process group, SIGKILL after the
+        grace period); a job that is unknown or already over is left as it is."""
+        directory = self.job_dir(name)
+        async with self._locked(name):
+            record = await asyncio.to_thread(_load_record, directory)
+            if record is None or not is_alive(record.pid, record.start_time):
+                return
+            await asyncio.to_thread(self._mark_cancelled, directory)
+            try:
+                await terminate(record, self._stop_grace)
+            except StackError as exc:
+                raise JobRunnerError(f"could not stop job {name}: {exc}") from exc
+
+    @staticmethod
+    def _mark_cancelled(directory: Path) -> None:
+        if not (directory / RESULT_FILE).exists():
+            (directory / CANCELLED_FILE).touch()
+
+    # -- the per-name lock ----------------------------------------------------------------
+
+    def _lock_path(self, name: str) -> Path:
+        return self.jobs_dir / f"{name}.lock"
+
+    def _open_lock(self, name: str) -> int:
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(self._lock_path(name), os.O_RDWR | os.O_CREAT, 0o600)
+
+    def _lock_held(self, name: str) -> bool:
+        """True if some launcher holds ``name``'s lock right now."""
+        try:
+            descriptor = os.open(self._lock_path(name), os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(descriptor)  # closing also releases the lock if we took it
+        return False
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, name: str) -> AsyncIterator[None]:
+        # Polled with LOCK_NB rather than blocking in a thread: a cancelled waiter then
+        # leaves nothing behind that could take the lock after it has gone.
+        descriptor = await asyncio.to_thread(self._open_lock, name)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._lock_timeout
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if loop.time() >= deadline:
+                        raise JobRunnerError(
+                            f"job {name} stayed locked by another launcher for "
+                            f"{self._lock_timeout:.0f} s"
+                        ) from None
+                    await asyncio.sleep(_LOCK_POLL_SECONDS)
+            yield
+        finally:
+            os.close(descriptor)

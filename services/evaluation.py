@@ -1,0 +1,54 @@
+"""What a bias audit judges: a registered model's predictions on a season's labelled events,
+grouped by an event attribute."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from adapters.objectstore import ObjectNotFoundError, S3Uri
+from db.repository import Database
+from services.bias import Evaluation
+from services.errors import GovernanceRefusal, NotFoundError
+from services.ports import ObjectStorePort
+from trainer.model import ModelFormatError, load_model
+
+
+async def evaluate_model(
+    db: Database,
+    store: ObjectStorePort,
+    tenant_id: UUID,
+    model_version_id: UUID,
+    season: str,
+    *,
+    group_by: str,
+) -> list[Evaluation]:
+    async with db.transaction(tenant_id, isolation="repeatable_read") as conn:
+        model = await conn.fetchrow(
+            "SELECT artifact_uri, artifact_version_id FROM model_versions WHERE id = $1",
+            model_version_id,
+        )
+        if model is None:
+            raise NotFoundError(f"model version {model_version_id} not found")
+        events = await conn.fetch(
+            "SELECT payload FROM learning_events WHERE season_id = $1"
+            " AND jsonb_typeof(payload->'outcome') = 'number'"
+            " AND payload->'attributes'->>$2 IS NOT NULL",
+            season,
+            group_by,
+        )
+    uri = S3Uri.parse(model["artifact_uri"])
+    try:
+        artifact = await store.get_bytes(uri.bucket, uri.key, model["artifact_version_id"])
+        predictor = load_model(artifact)
+    except (ObjectNotFoundError, ModelFormatError) as exc:
+        raise GovernanceRefusal(
+            f"model version {model_version_id} cannot be loaded: {exc}"
+        ) from exc
+    return [
+        Evaluation(
+            group=event["payload"]["attributes"][group_by],
+            observed=float(event["payload"]["outcome"]),
+            predicted=predictor.predict(event["payload"]["features"]),
+        )
+        for event in events
+    ]

