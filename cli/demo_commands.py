@@ -1,9 +1,16 @@
-"""``rai demo``: the local stack up, the database migrated, a demo tenant, and where to look."""
+"""``rai demo``: one complete retraining cycle on the embedded local stack (M28).
+
+Stack up -> migrate -> storage -> demo tenant with a device key -> a reference season and a
+visibly drifted season of signed events -> a worker -> RetrainingPipeline -> summary -> the new
+model version verified. Exits 0 only if all of that happened; running it again trains the next
+version. ``rai demo seed`` does only the tenant and its events.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -11,14 +18,22 @@ from pydantic import SecretStr
 
 from adapters.objectstore import ObjectStore, ObjectStoreError
 from adapters.storage_setup import init_storage
+from cli.common import open_app_database
 from cli.errors import CommandError
 from db.migrate import MigrationError, migrate
 from db.repository import Database
 from db.tenants import create_tenant
-from devstack import Stack, StackError, StackStartError
+from devstack import Stack, StackError, StackInfo, StackStartError
+from domain.pipeline import PipelineOutcome
+from services.demo import seed_season
+from services.verify import ProvenanceVerifier
 from settings import Settings, app_dsn_for, redacted_dsn
 
 DEMO_TENANT = "demo farm"
+REFERENCE_SEASON = "2025"
+DRIFTED_SEASON = "2026"
+EVENTS_PER_SEASON = 1200
+STEPS = 7
 
 
 def demo_tenant_id(name: str) -> UUID:
@@ -27,71 +42,175 @@ def demo_tenant_id(name: str) -> UUID:
 
 
 def register(groups: Any) -> None:
-    p = groups.add_parser("demo", help="bring the local stack up and prepare a demo tenant")
+    p = groups.add_parser("demo", help="run one complete retraining cycle on the local stack")
     p.add_argument("--tenant", default=DEMO_TENANT, help=f"demo tenant name ({DEMO_TENANT!r})")
     p.set_defaults(handler=run_demo)
+    commands = p.add_subparsers(dest="demo_command", metavar="COMMAND")
+    seed = commands.add_parser("seed", help="only create the demo tenant and its signed events")
+    seed.add_argument("--tenant", default=DEMO_TENANT, help=f"tenant name ({DEMO_TENANT!r})")
+    seed.set_defaults(handler=run_seed)
+
+
+def step(number: int, text: str) -> None:
+    print(f"[{number}/{STEPS}] {text}", flush=True)
+
+
+def detail(text: str) -> None:
+    print(f"      {text}", flush=True)
+
+
+async def seed_demo_tenant(db: Database, tenant_name: str) -> UUID:
+    tenant = await create_tenant(db, tenant_name, demo_tenant_id(tenant_name))
+    detail(f"tenant {tenant.name}: {tenant.id}")
+    for season, shift, seed in ((REFERENCE_SEASON, 0.0, 2025), (DRIFTED_SEASON, 0.15, 2026)):
+        seeded = await seed_season(
+            db, tenant.id, season, EVENTS_PER_SEASON, ndvi_shift=shift, seed=seed
+        )
+        counts = ", ".join(f"{k.lower()} {v}" for k, v in seeded.counts.items() if v)
+        detail(f"season {season}: {EVENTS_PER_SEASON} signed events ({counts})")
+    return tenant.id
+
+
+def run_seed(args: argparse.Namespace, settings: Settings) -> int:
+    async def seed() -> UUID:
+        db = await open_app_database(settings)
+        try:
+            return await seed_demo_tenant(db, args.tenant)
+        finally:
+            await db.close()
+
+    print(asyncio.run(seed()))
+    return 0
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_demo(settings, args.tenant))
 
 
-async def _demo(settings: Settings, tenant_name: str) -> int:
-    print("[1/4] local stack")
+@dataclass(frozen=True)
+class _Stack:
+    info: StackInfo
+    settings: Settings
+
+
+async def _bring_up(settings: Settings) -> _Stack:
     stack = Stack(settings)
     try:
         status = await stack.start()
         info = await stack.info()
     except StackStartError as exc:
-        print("\n".join(f"      {line}" for line in exc.status.lines()))
+        for line in exc.status.lines():
+            detail(line)
         raise CommandError(str(exc)) from exc
     except StackError as exc:
         raise CommandError(str(exc)) from exc
-    print("\n".join(f"      {line}" for line in status.lines()))
-
-    print("[2/4] database migrations")
-    password = settings.app_db_password
-    try:
-        report = await migrate(
-            info.database_url, app_password=password.get_secret_value() if password else None
-        )
-    except MigrationError as exc:
-        raise CommandError(str(exc)) from exc
-    print(f"      {report.database} at version {report.current_version}")
-
-    print("[3/4] object storage (M1-M4)")
-    store_settings = settings.model_copy(
+    for line in status.lines():
+        detail(line)
+    running = settings.model_copy(
         update={
+            "database_url": info.database_url,
+            "app_database_url": app_dsn_for(info.database_url, settings.app_db_password),
+            "redis_url": info.redis_url,
+            "temporal_address": info.temporal_address,
+            "temporal_ui_url": info.temporal_ui_url,
             "s3_endpoint_url": info.s3_endpoint_url,
             "s3_access_key": info.s3_access_key,
             "s3_secret_key": SecretStr(info.s3_secret_key),
         }
     )
+    return _Stack(info, running)
+
+
+async def _demo(settings: Settings, tenant_name: str) -> int:
+    # The worker's imports (Temporal, numpy, the trainer) are only needed here.
+    from starter import connect_temporal, start_pipeline
+    from worker import running_workers
+
+    step(1, "local stack")
+    up = await _bring_up(settings)
+    settings = up.settings
+
+    step(2, "database migrations")
+    password = settings.app_db_password
     try:
-        async with ObjectStore.from_settings(store_settings) as store:
-            steps = await init_storage(store, store_settings)
+        report = await migrate(
+            settings.database_url, app_password=password.get_secret_value() if password else None
+        )
+    except MigrationError as exc:
+        raise CommandError(str(exc)) from exc
+    detail(f"{report.database} at version {report.current_version}")
+
+    step(3, "object storage (M1-M4)")
+    try:
+        async with ObjectStore.from_settings(settings) as store:
+            for setup in await init_storage(store, settings):
+                detail(setup.line())
     except ObjectStoreError as exc:
         raise CommandError(f"object storage: {exc}") from exc
-    for step in steps:
-        print(f"      {step.line()}")
 
-    print("[4/4] demo tenant")
-    db = await Database.connect(app_dsn_for(info.database_url, password), max_size=2)
+    step(4, "demo tenant, device key and signed events")
+    db = await open_app_database(settings)
     try:
-        tenant = await create_tenant(db, tenant_name, demo_tenant_id(tenant_name))
+        tenant = await seed_demo_tenant(db, tenant_name)
+
+        step(5, "retraining pipeline (worker on training-queue and drift-analysis-queue)")
+        client = await connect_temporal(settings)
+        async with running_workers(settings, client=client):
+            started = await start_pipeline(
+                client,
+                settings,
+                tenant,
+                trigger="demo",
+                reference_season=REFERENCE_SEASON,
+                current_season=DRIFTED_SEASON,
+            )
+            detail(f"workflow {started.workflow_id} run {started.run_id}")
+            detail(f"watch it: {started.ui_link}")
+            result = await started.handle.result()
+
+        step(6, "result")
+        detail(f"outcome          {result.outcome.value}")
+        detail(f"drift verdict    {result.drift_verdict} (report {result.drift_report_id})")
+        for name, verdict in sorted(result.drift_features.items()):
+            detail(f"  {name:<14} {verdict}")
+        detail(f"training run     {result.training_run_id}")
+        detail(f"model version    {result.model_version_id}")
+        detail(f"artifact sha256  {result.artifact_sha256}")
+        if result.outcome is not PipelineOutcome.SUCCEEDED_SHADOW or not result.model_version_id:
+            raise CommandError(f"the pipeline ended {result.outcome.value}: {result.detail}")
+        detail("status           SHADOW")
+
+        step(7, "rai verify model")
+        async with ObjectStore.from_settings(settings) as store:
+            checks = await ProvenanceVerifier(db, store).verify_model(
+                tenant, result.model_version_id
+            )
     finally:
         await db.close()
-    print(f"      {tenant.name}: {tenant.id}")
+    for check in checks:
+        detail(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:<16} {check.detail}")
+    if not all(check.ok for check in checks):
+        raise CommandError(f"model version {result.model_version_id} did not verify")
 
     print()
-    print("RAI Level D local stack is up.")
-    print(f"  Temporal     {info.temporal_address}   UI {info.temporal_ui_url}")
-    print(f"  PostgreSQL   {redacted_dsn(info.database_url)}   (services log in as rai_app)")
-    print(f"  Redis        {info.redis_url}")
-    print(f"  S3           {info.s3_endpoint_url}")
-    print(f"  Demo tenant  {tenant.id}")
+    print("RAI Level D: one retraining cycle done.")
+    print(f"  Temporal     {settings.temporal_address}   UI {settings.temporal_ui_url}")
+    print(f"  Pipeline     {started.ui_link}")
+    print(f"  PostgreSQL   {redacted_dsn(settings.database_url)}   (services log in as rai_app)")
+    print(f"  Redis        {settings.redis_url}")
+    print(f"  S3           {settings.s3_endpoint_url}")
+    print(f"  Demo tenant  {tenant}")
+    print(f"  Model        {result.model_version_id} (SHADOW)")
     print()
     print('Use it from a shell:  eval "$(.venv/bin/rai dev env)"')
-    print(f"Audit log:            .venv/bin/rai db verify-chain --tenant {tenant.id}")
+    print(
+        f"Verify again:         .venv/bin/rai verify model {result.model_version_id}"
+        f" --tenant {tenant}"
+    )
+    print(f"Audit log:            .venv/bin/rai db verify-chain --tenant {tenant}")
+    print(
+        "Runs:                 .venv/bin/temporal workflow list --address"
+        f" {settings.temporal_address}"
+    )
     print("Stop everything:      .venv/bin/rai dev down")
     return 0

@@ -521,7 +521,7 @@ async def test_a_process_deaf_to_sigterm_is_killed_with_its_children(tmp_path: P
     assert live_session_members({session}) == []
 
 
-def test_demo_brings_the_stack_up_migrates_and_prepares_a_tenant(
+def test_demo_runs_a_complete_retraining_cycle_twice(
     machine: Machine,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -548,13 +548,17 @@ def test_demo_brings_the_stack_up_migrates_and_prepares_a_tenant(
             f"http://127.0.0.1:{settings.dev_s3_port}",
         ):
             assert address in first, address
-        code, second, err = rai_command(capsys, "demo")  # running it again is harmless
+        assert "outcome          SUCCEEDED_SHADOW" in first
+        assert "yield v1 (SHADOW)" in first
+        code, second, err = rai_command(capsys, "demo")  # running it again trains v2
         assert code == 0, second + err
         assert f"Demo tenant  {tenant}" in second
+        assert "(duplicate 1200)" in second
+        assert "yield v2 (SHADOW)" in second
         monkeypatch.setenv("RAI_DATABASE_URL", with_database(machine.database_url, database))
         code, out, _ = rai_command(capsys, "db", "verify-chain", "--tenant", tenant)
         assert code == 0, out
-        assert "chain intact, 1 rows" in out
+        assert "chain intact" in out
         started = records(state)
         assert set(started) == {"temporal", "s3"}
         code, out, _ = rai(capsys, "down")
