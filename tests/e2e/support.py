@@ -1,0 +1,34 @@
+"""Worker settings for end-to-end tests: the test's own database, the run's S3 buckets, fresh
+task queues and a state directory of the test's own."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from settings import Settings, app_dsn_for
+from tests.integration.services_env import ServicesEnv
+
+
+def worker_settings(
+    env: ServicesEnv, db_admin_dsn: str, state: Path, temporal_address: str = "127.0.0.1:7233"
+) -> Settings:
+    s3 = env.settings
+    assert s3.s3_secret_key is not None
+    return Settings(
+        database_url=db_admin_dsn,
+        app_database_url=app_dsn_for(db_admin_dsn),
+        s3_endpoint_url=s3.s3_endpoint_url,
+        s3_region=s3.s3_region,
+        s3_access_key=s3.s3_access_key,
+        s3_secret_key=SecretStr(s3.s3_secret_key.get_secret_value()),
+        s3_registry_bucket=s3.s3_registry_bucket,
+        s3_datasets_bucket=s3.s3_datasets_bucket,
+        state_dir=state,
+        platform_signing_key=SecretStr(env.platform.seed_hex()),
+        temporal_address=temporal_address,
+        training_task_queue=f"training-{uuid.uuid4()}",
+        drift_task_queue=f"drift-{uuid.uuid4()}",
+    )
