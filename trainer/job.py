@@ -1,6 +1,7 @@
 """The training job's I/O: dataset in, artifact and metrics out, result file, signed callback.
 
-The command line (``python -m trainer``) is :class:`TrainingJobArgs` plus ``--result-file``::
+The command line is ``python`` + :meth:`TrainingJobArgs.to_argv` (``-m trainer …``) plus
+``--result-file``::
 
     --tenant-id UUID --training-run-id UUID --model-name NAME
     --dataset-uri s3://bucket/key?versionId=V --dataset-sha256 HEX
