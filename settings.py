@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Training jobs (the embedded local runner): where they keep state, whom they call back,
     # and simulated GPU time added to each job (chaos tests kill a worker meanwhile).
     callback_url: str | None = None
+    # The HTTP API (``rai api``): event ingest and the jobs' completion callbacks.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8088
     training_extra_seconds: float = 0.0
 
     s3_endpoint_url: str = "http://127.0.0.1:8333"

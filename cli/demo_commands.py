@@ -123,6 +123,7 @@ async def _bring_up(settings: Settings) -> _Stack:
 
 async def _demo(settings: Settings, tenant_name: str) -> int:
     # The worker's imports (Temporal, numpy, the trainer) are only needed here.
+    from api.server import ApiConfig, running_api, training_callback_url
     from starter import connect_temporal, start_pipeline
     from worker import running_workers
 
@@ -153,20 +154,23 @@ async def _demo(settings: Settings, tenant_name: str) -> int:
     try:
         tenant = await seed_demo_tenant(db, tenant_name)
 
-        step(5, "retraining pipeline (worker on training-queue and drift-analysis-queue)")
+        step(5, "retraining pipeline (API for callbacks, worker on both task queues)")
         client = await connect_temporal(settings)
-        async with running_workers(settings, client=client):
-            started = await start_pipeline(
-                client,
-                settings,
-                tenant,
-                trigger="demo",
-                reference_season=REFERENCE_SEASON,
-                current_season=DRIFTED_SEASON,
-            )
-            detail(f"workflow {started.workflow_id} run {started.run_id}")
-            detail(f"watch it: {started.ui_link}")
-            result = await started.handle.result()
+        async with running_api(settings, ApiConfig(port=0), client=client) as api_url:
+            detail(f"api {api_url} (OpenAPI at {api_url}/docs)")
+            settings = settings.model_copy(update={"callback_url": training_callback_url(api_url)})
+            async with running_workers(settings, client=client):
+                started = await start_pipeline(
+                    client,
+                    settings,
+                    tenant,
+                    trigger="demo",
+                    reference_season=REFERENCE_SEASON,
+                    current_season=DRIFTED_SEASON,
+                )
+                detail(f"workflow {started.workflow_id} run {started.run_id}")
+                detail(f"watch it: {started.ui_link}")
+                result = await started.handle.result()
 
         step(6, "result")
         detail(f"outcome          {result.outcome.value}")

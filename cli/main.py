@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cli import (
+    api_commands,
     bench_commands,
     db_commands,
     demo_commands,
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_commands.register(groups)
     storage_commands.register(groups)
     pipeline_commands.register(groups)
+    api_commands.register(groups)
     demo_commands.register(groups)
     return parser
 

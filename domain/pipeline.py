@@ -134,9 +134,13 @@ class TrainedModel(_Message):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
+TRAINING_FINISHED_SIGNAL = "training_finished"
+
+
 class TrainingOutcome(_Message):
     """A training job's completion, as its signed callback reports it."""
 
+    training_run_id: UUID | None = None
     status: str
     artifact_uri: str | None = None
     artifact_sha256: str | None = None

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from uuid import UUID
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from domain.pipeline import (
+        TRAINING_FINISHED_SIGNAL,
         ActivityName,
         AuditInput,
         AuditOutput,
@@ -92,15 +95,18 @@ class RetrainingPipeline:
         self._step = "starting"
         self._result: PipelineResult | None = None
         self._callback: TrainingOutcome | None = None
+        self._training_run_id: UUID | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> PipelineProgress:
         return PipelineProgress(step=self._step, result=self._result)
 
-    @workflow.signal(name="training_finished")
+    @workflow.signal(name=TRAINING_FINISHED_SIGNAL)
     def training_finished(self, outcome: TrainingOutcome) -> None:
-        """The training job's verified completion callback (the API's CallbackHandler)."""
-        if self._callback is None:
+        """The training job's verified completion callback (the API's CallbackHandler). A
+        success is kept once received; a failure report is only informative (the training
+        step's retries decide), so it never hides a later success of a retried job."""
+        if self._callback is None or self._callback.status != "SUCCEEDED":
             self._callback = outcome
 
     @workflow.run
@@ -202,6 +208,7 @@ class RetrainingPipeline:
             return PipelineResult(tenant_id=tenant, outcome=outcome, detail=drift.detail, **found)
 
         run_id = workflow.uuid4()
+        self._training_run_id = run_id
         self._step = "snapshotting the training data"
         snapshot = await workflow.execute_activity(
             ActivityName.SNAPSHOT_DATASET,
@@ -281,6 +288,8 @@ class RetrainingPipeline:
             start_to_close_timeout=TRAINING_TIMEOUT,
             heartbeat_timeout=heartbeat_timeout,
             retry_policy=PIPELINE_RETRY,
+            # On a callback short-cut, wait until the polling step has really stopped.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         await workflow.wait_condition(lambda: handle.done() or self._called_back() is not None)
         if handle.done():
@@ -298,7 +307,12 @@ class RetrainingPipeline:
         return called_back
 
     def _called_back(self) -> TrainedModel | None:
-        return self._callback.trained() if self._callback is not None else None
+        callback = self._callback
+        if callback is None or self._training_run_id is None:
+            return None
+        if callback.training_run_id not in (None, self._training_run_id):
+            return None  # a late callback of an earlier run of this workflow id
+        return callback.trained()
 
     async def _keep_lease(self, lease: LeaseInfo) -> None:
         while True:

@@ -205,7 +205,9 @@ async def run_pipeline(
             RetrainingPipeline, PipelineResult
         ] = await env.client.start_workflow(
             RetrainingPipeline.run,
-            PipelineInput(tenant_id=tenant, drift_task_queue=drift_queue),
+            PipelineInput(
+                tenant_id=tenant, drift_task_queue=drift_queue, training_heartbeat_seconds=2
+            ),
             id=f"retrain/{tenant}",
             task_queue=queue,
         )
