@@ -399,6 +399,7 @@ async def test_a_callback_reaches_the_waiting_workflow_through_temporal(
             assert await post_callback(url, body, attempts=1)
             delivered = await handle.result()
         assert delivered == TrainingOutcome(
+            training_run_id=run.run_id,
             status="SUCCEEDED",
             artifact_uri=ARTIFACT_URI,
             artifact_sha256=ARTIFACT_SHA,

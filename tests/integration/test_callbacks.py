@@ -68,6 +68,7 @@ async def test_a_valid_callback_signals_the_runs_workflow_once(
         (
             run.workflow_id,
             TrainingOutcome(
+                training_run_id=run.run_id,
                 status="SUCCEEDED",
                 artifact_uri=ARTIFACT_URI,
                 artifact_sha256=ARTIFACT_SHA,
