@@ -20,6 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.pipeline import PipelineActivities, TrainingConfig
+from activities.promotion import PromotionActivities
 from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore
 from adapters.redis_mutex import TenantMutex
@@ -32,6 +33,7 @@ from services.registry import ModelRegistryService
 from settings import Settings
 from starter import connect_temporal
 from trainer.job import job_environment
+from workflows.promotion import ShadowEvaluation
 from workflows.retrain import RetrainingPipeline
 
 log = logging.getLogger(__name__)
@@ -70,12 +72,13 @@ async def running_workers(
                 ),
             ),
         )
+        promotion = PromotionActivities(db=db)
         workers = [
             Worker(
                 client,
                 task_queue=settings.training_task_queue,
-                workflows=[RetrainingPipeline],
-                activities=activities.training_activities(),
+                workflows=[RetrainingPipeline, ShadowEvaluation],
+                activities=activities.training_activities() + promotion.activities(),
                 graceful_shutdown_timeout=timedelta(seconds=10),
             ),
             Worker(

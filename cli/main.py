@@ -15,7 +15,9 @@ from cli import (
     dev_commands,
     drift_commands,
     keys_commands,
+    model_commands,
     pipeline_commands,
+    schedule_commands,
     storage_commands,
     tenant_commands,
     verify_commands,
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     storage_commands.register(groups)
     pipeline_commands.register(groups)
     api_commands.register(groups)
+    model_commands.register(groups)
+    schedule_commands.register(groups)
     demo_commands.register(groups)
     return parser
 

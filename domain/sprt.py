@@ -11,7 +11,8 @@ CONTINUE. A decided test is final: later outcomes are ignored, because continuin
 boundary would void the error guarantees (type-I error about ``alpha``, power about
 ``1 - beta``; the unit tests measure both by simulation and by exact calculation).
 
-Ties (equal losses) carry no information about which model is better; the caller drops them.
+How an observation is scored (and what a tie counts as) is the caller's rule: the shadow
+evaluation's is in domain/promotion.py (a tie counts as a loss for the challenger).
 """
 
 from __future__ import annotations

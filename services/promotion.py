@@ -1,0 +1,311 @@
+"""The shadow evaluation's database work: paired outcomes in, promotion or rejection out.
+
+``read_paired_outcomes`` reads, for one challenger, the champion of its model and the paired
+outcomes after a cursor (definitions in ``domain/promotion.py``). ``promote_challenger`` makes
+SHADOW -> CANARY -> PRODUCTION with the previous PRODUCTION -> ARCHIVED first, and
+``reject_challenger`` SHADOW -> REJECTED; each in one transaction with its decision appended to
+the tenant's audit chain, and each idempotent (a retried activity finds its work done). Both
+hold a per-(tenant, model) advisory lock, so two evaluations of one model conclude one after
+the other, and refuse to act when the champion is no longer the one the evaluation compared
+against (the caller re-evaluates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from db.errors import Law
+from db.integrity import record_check
+from db.repository import Database
+from domain.model_status import ModelStatus, can_transition
+from domain.promotion import (
+    DECISION_CHECK_TYPE,
+    Conclusion,
+    ConclusionStatus,
+    EventCursor,
+    PairedOutcomes,
+    challenger_won,
+)
+from domain.sprt import SprtResult
+from services.errors import IllegalTransitionRefusal, NotFoundError
+
+_PAIRED_EVENTS = """
+SELECT id, received_at,
+       (payload->>'outcome')::float8 AS outcome,
+       (payload->'predictions'->>$1::text)::float8 AS challenger,
+       (payload->'predictions'->>$2::text)::float8 AS champion
+FROM learning_events
+WHERE jsonb_typeof(payload->'outcome') = 'number'
+  AND jsonb_typeof(payload->'predictions'->$1::text) = 'number'
+  AND jsonb_typeof(payload->'predictions'->$2::text) = 'number'
+  AND received_at <= now() - $3::interval
+  AND ($4::timestamptz IS NULL OR (received_at, id) > ($4::timestamptz, $5::uuid))
+ORDER BY received_at, id
+LIMIT $6::integer
+"""
+
+
+async def read_paired_outcomes(
+    db: Database,
+    tenant_id: UUID,
+    model_version_id: UUID,
+    *,
+    after: EventCursor | None,
+    limit: int,
+    settle: timedelta,
+) -> PairedOutcomes:
+    """The challenger's status and champion, and up to ``limit`` paired outcomes after
+    ``after`` that are at least ``settle`` old. An unknown challenger has status None."""
+    async with db.transaction(tenant_id, isolation="repeatable_read") as conn:
+        challenger = await conn.fetchrow(
+            "SELECT model_name, status FROM model_versions WHERE id = $1", model_version_id
+        )
+        if challenger is None:
+            return PairedOutcomes(challenger_status=None)
+        model_name: str = challenger["model_name"]
+        status = ModelStatus(challenger["status"])
+        champion_id: UUID | None = await conn.fetchval(
+            "SELECT id FROM model_versions WHERE model_name = $1 AND status = 'PRODUCTION'",
+            model_name,
+        )
+        if champion_id is None or status is not ModelStatus.SHADOW:
+            return PairedOutcomes(
+                challenger_status=status, model_name=model_name, champion_id=champion_id
+            )
+        rows = await conn.fetch(
+            _PAIRED_EVENTS,
+            str(model_version_id),
+            str(champion_id),
+            settle,
+            after.received_at if after else None,
+            after.event_id if after else None,
+            limit,
+        )
+    last = rows[-1] if rows else None
+    return PairedOutcomes(
+        challenger_status=status,
+        model_name=model_name,
+        champion_id=champion_id,
+        outcomes=[challenger_won(r["outcome"], r["challenger"], r["champion"]) for r in rows],
+        cursor=EventCursor(received_at=last["received_at"], event_id=last["id"]) if last else after,
+        more=len(rows) == limit,
+    )
+
+
+def decision_details(
+    sprt: SprtResult, champion_id: UUID | None, workflow_id: str
+) -> dict[str, Any]:
+    """What the audit chain keeps of a decision: enough to recompute it."""
+    return {
+        "decision": sprt.decision.value,
+        "wins": sprt.wins,
+        "observations": sprt.observations,
+        "log_likelihood_ratio": sprt.log_likelihood_ratio,
+        "upper_boundary": sprt.upper_boundary,
+        "lower_boundary": sprt.lower_boundary,
+        "delta": sprt.config.delta,
+        "alpha": sprt.config.alpha,
+        "beta": sprt.config.beta,
+        "champion_id": str(champion_id) if champion_id else None,
+        "workflow_id": workflow_id,
+    }
+
+
+async def promote_challenger(
+    db: Database,
+    tenant_id: UUID,
+    model_version_id: UUID,
+    *,
+    expected_champion_id: UUID | None,
+    reason: str,
+    details: dict[str, Any],
+) -> Conclusion:
+    """SHADOW -> CANARY, the champion PRODUCTION -> ARCHIVED, CANARY -> PRODUCTION: one
+    transaction, every move in the status history with its reason, the decision in the chain."""
+    async with db.transaction(tenant_id) as conn:
+        challenger = await _lock_model(conn, tenant_id, model_version_id)
+        status = ModelStatus(challenger["status"])
+        champion = await conn.fetchrow(
+            "SELECT * FROM model_versions WHERE model_name = $1 AND status = 'PRODUCTION'"
+            " FOR UPDATE",
+            challenger["model_name"],
+        )
+        champion_id: UUID | None = champion["id"] if champion else None
+        if status is ModelStatus.PRODUCTION:
+            return Conclusion(
+                status=ConclusionStatus.DONE, detail="already in PRODUCTION", champion_id=None
+            )
+        if status is not ModelStatus.SHADOW:
+            return Conclusion(
+                status=ConclusionStatus.CHALLENGER_MOVED,
+                detail=f"model version {model_version_id} is {status}, no longer SHADOW",
+                champion_id=champion_id,
+            )
+        if champion_id != expected_champion_id:
+            return Conclusion(
+                status=ConclusionStatus.CHAMPION_CHANGED,
+                detail=f"the PRODUCTION version is now {champion_id}, not {expected_champion_id}",
+                champion_id=champion_id,
+            )
+        await _move(conn, tenant_id, challenger, ModelStatus.CANARY, reason)
+        if champion is not None:
+            await _move(
+                conn, tenant_id, champion, ModelStatus.ARCHIVED, f"replaced by {model_version_id}"
+            )
+        await _move(conn, tenant_id, challenger, ModelStatus.PRODUCTION, reason, ModelStatus.CANARY)
+        await record_check(
+            conn,
+            tenant_id,
+            DECISION_CHECK_TYPE,
+            str(model_version_id),
+            "ACCEPTED",
+            {**details, "reason": reason, "archived": str(champion_id) if champion_id else None},
+        )
+    return Conclusion(
+        status=ConclusionStatus.DONE,
+        detail=reason,
+        champion_id=champion_id,
+        archived_id=champion_id,
+    )
+
+
+async def reject_challenger(
+    db: Database,
+    tenant_id: UUID,
+    model_version_id: UUID,
+    *,
+    expected_champion_id: UUID | None,
+    reason: str,
+    details: dict[str, Any],
+) -> Conclusion:
+    """SHADOW -> REJECTED with the decision in the chain, in one transaction."""
+    async with db.transaction(tenant_id) as conn:
+        challenger = await _lock_model(conn, tenant_id, model_version_id)
+        status = ModelStatus(challenger["status"])
+        champion_id: UUID | None = await conn.fetchval(
+            "SELECT id FROM model_versions WHERE model_name = $1 AND status = 'PRODUCTION'",
+            challenger["model_name"],
+        )
+        if status is ModelStatus.REJECTED:
+            return Conclusion(status=ConclusionStatus.DONE, detail="already REJECTED")
+        if status is not ModelStatus.SHADOW:
+            return Conclusion(
+                status=ConclusionStatus.CHALLENGER_MOVED,
+                detail=f"model version {model_version_id} is {status}, no longer SHADOW",
+                champion_id=champion_id,
+            )
+        if champion_id != expected_champion_id:
+            return Conclusion(
+                status=ConclusionStatus.CHAMPION_CHANGED,
+                detail=f"the PRODUCTION version is now {champion_id}, not {expected_champion_id}",
+                champion_id=champion_id,
+            )
+        await _move(conn, tenant_id, challenger, ModelStatus.REJECTED, reason)
+        await record_check(
+            conn,
+            tenant_id,
+            DECISION_CHECK_TYPE,
+            str(model_version_id),
+            "REJECTED",
+            {**details, "reason": reason},
+        )
+    return Conclusion(status=ConclusionStatus.DONE, detail=reason, champion_id=champion_id)
+
+
+@dataclass(frozen=True)
+class ModelVersionSummary:
+    id: UUID
+    model_name: str
+    version: int
+    status: ModelStatus
+    status_changed_at: datetime
+    created_at: datetime
+
+
+async def list_model_versions(
+    db: Database, tenant_id: UUID, model_name: str | None = None
+) -> list[ModelVersionSummary]:
+    async with db.transaction(tenant_id) as conn:
+        rows = await conn.fetch(
+            "SELECT id, model_name, version, status, status_changed_at, created_at"
+            " FROM model_versions WHERE $1::text IS NULL OR model_name = $1"
+            " ORDER BY model_name, version",
+            model_name,
+        )
+    return [
+        ModelVersionSummary(
+            id=row["id"],
+            model_name=row["model_name"],
+            version=row["version"],
+            status=ModelStatus(row["status"]),
+            status_changed_at=row["status_changed_at"],
+            created_at=row["created_at"],
+        )
+        for row in rows
+    ]
+
+
+async def _lock_model(
+    conn: asyncpg.Connection, tenant_id: UUID, model_version_id: UUID
+) -> asyncpg.Record:
+    """The challenger's row, locked, after taking the lock that serialises the conclusions of
+    every evaluation of its model (so the champion read next cannot change under us)."""
+    name = await conn.fetchval(
+        "SELECT model_name FROM model_versions WHERE id = $1", model_version_id
+    )
+    if name is None:
+        raise NotFoundError(f"model version {model_version_id} not found")
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        f"rai.model_promotion:{tenant_id}:{name}",
+    )
+    row = await conn.fetchrow(
+        "SELECT * FROM model_versions WHERE id = $1 FOR UPDATE", model_version_id
+    )
+    if row is None:  # model versions are never deleted; RLS hid it, so: not this tenant's
+        raise NotFoundError(f"model version {model_version_id} not found")
+    return row
+
+
+async def _move(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    row: asyncpg.Record,
+    target: ModelStatus,
+    reason: str,
+    current: ModelStatus | None = None,
+) -> None:
+    """One status move with its reason in the status history and the audit chain. ``current``
+    overrides the row's status when the row was already moved in this transaction."""
+    source = current or ModelStatus(row["status"])
+    if not can_transition(source, target):
+        raise IllegalTransitionRefusal(
+            f"model version {row['id']} cannot move {source} -> {target}"
+        )
+    await conn.execute("SELECT set_config('app.status_change_reason', $1, true)", reason)
+    try:
+        await conn.execute(
+            "UPDATE model_versions SET status = $1 WHERE id = $2", target.value, row["id"]
+        )
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate in {
+            Law.ILLEGAL_MODEL_STATUS_TRANSITION,
+            Law.SHADOW_REQUIRES_PASSED_BIAS_AUDIT,
+        }:
+            raise IllegalTransitionRefusal(str(exc)) from exc
+        # Anything else (a concurrent PRODUCTION breaking the unique index, say) is retried:
+        # the retry finds the new state and reports it.
+        raise
+    await record_check(
+        conn,
+        tenant_id,
+        "model.status",
+        str(row["id"]),
+        target.value,
+        {"from": source.value, "reason": reason},
+    )

