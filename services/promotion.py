@@ -19,10 +19,9 @@ from uuid import UUID
 
 import asyncpg
 
-from db.errors import Law
 from db.integrity import record_check
 from db.repository import Database
-from domain.model_status import ModelStatus, can_transition
+from domain.model_status import ModelStatus
 from domain.promotion import (
     DECISION_CHECK_TYPE,
     Conclusion,
@@ -32,7 +31,8 @@ from domain.promotion import (
     challenger_won,
 )
 from domain.sprt import SprtResult
-from services.errors import IllegalTransitionRefusal, NotFoundError
+from services.errors import NotFoundError
+from services.registry import move_status
 
 _PAIRED_EVENTS = """
 SELECT id, received_at,
@@ -280,32 +280,7 @@ async def _move(
     reason: str,
     current: ModelStatus | None = None,
 ) -> None:
-    """One status move with its reason in the status history and the audit chain. ``current``
-    overrides the row's status when the row was already moved in this transaction."""
-    source = current or ModelStatus(row["status"])
-    if not can_transition(source, target):
-        raise IllegalTransitionRefusal(
-            f"model version {row['id']} cannot move {source} -> {target}"
-        )
-    await conn.execute("SELECT set_config('app.status_change_reason', $1, true)", reason)
-    try:
-        await conn.execute(
-            "UPDATE model_versions SET status = $1 WHERE id = $2", target.value, row["id"]
-        )
-    except asyncpg.PostgresError as exc:
-        if exc.sqlstate in {
-            Law.ILLEGAL_MODEL_STATUS_TRANSITION,
-            Law.SHADOW_REQUIRES_PASSED_BIAS_AUDIT,
-        }:
-            raise IllegalTransitionRefusal(str(exc)) from exc
-        # Anything else (a concurrent PRODUCTION breaking the unique index, say) is retried:
-        # the retry finds the new state and reports it.
-        raise
-    await record_check(
-        conn,
-        tenant_id,
-        "model.status",
-        str(row["id"]),
-        target.value,
-        {"from": source.value, "reason": reason},
+    """A status move inside a promotion; a concurrent PRODUCTION is retried, not refused."""
+    await move_status(
+        conn, tenant_id, row, target, reason, current=current, second_production_is_refusal=False
     )

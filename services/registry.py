@@ -336,32 +336,48 @@ class ModelRegistryService:
         target: ModelStatus,
         reason: str,
     ) -> None:
-        current = ModelStatus(row["status"])
-        if not can_transition(current, target):
-            raise IllegalTransitionRefusal(
-                f"model version {row['id']} cannot move {current} -> {target}"
-            )
-        await conn.execute("SELECT set_config('app.status_change_reason', $1, true)", reason)
-        try:
-            await conn.execute(
-                "UPDATE model_versions SET status = $1 WHERE id = $2", target.value, row["id"]
-            )
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate in {
-                Law.ILLEGAL_MODEL_STATUS_TRANSITION,
-                Law.SHADOW_REQUIRES_PASSED_BIAS_AUDIT,
-                Law.UNIQUE,
-            }:
-                raise IllegalTransitionRefusal(str(exc)) from exc
-            raise
-        await record_check(
-            conn,
-            tenant_id,
-            "model.status",
-            str(row["id"]),
-            target.value,
-            {"from": current.value, "reason": reason},
+        await move_status(conn, tenant_id, row, target, reason)
+
+
+async def move_status(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    row: Row,
+    target: ModelStatus,
+    reason: str,
+    *,
+    current: ModelStatus | None = None,
+    second_production_is_refusal: bool = True,
+) -> None:
+    """One status move, its reason in the status history and a row in the audit chain.
+    ``current`` overrides the row's status when the row was already moved in this transaction.
+    A second PRODUCTION (the unique index) is a refusal unless the caller retries such a race
+    (``second_production_is_refusal=False``: the retry finds the new state)."""
+    source = current or ModelStatus(row["status"])
+    if not can_transition(source, target):
+        raise IllegalTransitionRefusal(
+            f"model version {row['id']} cannot move {source} -> {target}"
         )
+    await conn.execute("SELECT set_config('app.status_change_reason', $1, true)", reason)
+    refusals = {Law.ILLEGAL_MODEL_STATUS_TRANSITION, Law.SHADOW_REQUIRES_PASSED_BIAS_AUDIT}
+    if second_production_is_refusal:
+        refusals.add(Law.UNIQUE)
+    try:
+        await conn.execute(
+            "UPDATE model_versions SET status = $1 WHERE id = $2", target.value, row["id"]
+        )
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate in refusals:
+            raise IllegalTransitionRefusal(str(exc)) from exc
+        raise
+    await record_check(
+        conn,
+        tenant_id,
+        "model.status",
+        str(row["id"]),
+        target.value,
+        {"from": source.value, "reason": reason},
+    )
 
 
 async def _model_row(conn: asyncpg.Connection, model_version_id: UUID) -> asyncpg.Record:
