@@ -52,3 +52,33 @@ async def test_drifted_tenant_ends_with_a_verified_shadow_model(
     assert [r["status"] for r in runs] == ["SUCCEEDED"]
     assert outcome == "SUCCEEDED_SHADOW"
     assert secrets.compare_digest(result.artifact_sha256 or "", checks[1].detail.split()[0])
+
+
+async def test_training_that_always_fails_is_dead_lettered_after_five_attempts(
+    temporal: WorkflowEnvironment, services_env: ServicesEnv, db_admin_dsn: str, tmp_path: Path
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    await env.seed_events(tenant, "2025", 1100, seed=1)
+    await env.seed_events(tenant, "2026", 1100, shift=0.15, seed=2)
+    # Every job this worker launches refuses its configuration (negative GPU time) and fails.
+    settings = worker_settings(env, db_admin_dsn, tmp_path).model_copy(
+        update={"training_extra_seconds": -1.0}
+    )
+    async with running_workers(settings, client=temporal.client):
+        started = await start_pipeline(temporal.client, settings, tenant)
+        result = await started.handle.result()
+    assert result.outcome is PipelineOutcome.FAILED_DEAD_LETTERED
+    jobs = sorted(p.name for p in (tmp_path / "jobs").iterdir() if p.is_dir())
+    assert len(jobs) == 5  # one fresh job per attempt
+    async with env.db.transaction(tenant) as conn:
+        letters = await conn.fetch("SELECT queue, attempts, error FROM dead_letters")
+        runs = await conn.fetch("SELECT status FROM training_runs")
+    assert [(r["queue"], r["attempts"]) for r in letters] == [("training-queue-failed", 5)]
+    assert "training job" in letters[0]["error"]
+    assert [r["status"] for r in runs] == ["FAILED"]
+    # the tenant lock was released: the next start is not SKIPPED_LOCKED
+    healthy = settings.model_copy(update={"training_extra_seconds": 0.0})
+    async with running_workers(healthy, client=temporal.client):
+        again = await (await start_pipeline(temporal.client, healthy, tenant)).handle.result()
+    assert again.outcome is PipelineOutcome.SUCCEEDED_SHADOW
