@@ -181,6 +181,12 @@ class JobRunner(Protocol):
     async def cancel(self, name: str) -> None: ...
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
 def _read_text(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -315,6 +321,11 @@ class LocalJobRunner:
                 # Nothing started: withdraw the intent so that a retry may launch.
                 await asyncio.to_thread((directory / SPEC_FILE).unlink, missing_ok=True)
                 raise JobLaunchError(f"could not start job {spec.name}: {exc}") from exc
+            # The wrapper writes its PID itself, first thing; writing it here too means that once
+            # launch returns, a successor can always find the process, whatever the scheduling.
+            await asyncio.to_thread(
+                _write_atomically, directory / WRAPPER_PID_FILE, f"{record.pid}\n"
+            )
             await asyncio.to_thread(ProcessSlot(directory).save, record)
             return JobHandle(spec.name, created=True, pid=record.pid, started_at=record.started_at)
 
