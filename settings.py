@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     app_db_password: SecretStr | None = None
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Keys of the per-tenant pipeline lease and its fencing counter start with this.
+    redis_key_prefix: str = "rai:lock:"
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"

@@ -57,7 +57,7 @@ async def running_workers(
         activities = PipelineActivities(
             db=db,
             store=store,
-            mutex=TenantMutex(redis),
+            mutex=TenantMutex(redis, key_prefix=settings.redis_key_prefix),
             pipeline=pipeline,
             drift=DriftAnalysisService(db, store, platform, bucket=settings.s3_registry_bucket),
             registry=ModelRegistryService(db, store, platform),

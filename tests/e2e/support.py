@@ -11,6 +11,9 @@ from pydantic import SecretStr
 from settings import Settings, app_dsn_for
 from tests.integration.services_env import ServicesEnv
 
+# Lease keys of this test run; tests/e2e/conftest.py deletes them when the run ends.
+REDIS_KEY_PREFIX = f"rai-test:{uuid.uuid4()}:"
+
 
 def worker_settings(
     env: ServicesEnv, db_admin_dsn: str, state: Path, temporal_address: str = "127.0.0.1:7233"
@@ -29,6 +32,7 @@ def worker_settings(
         state_dir=state,
         platform_signing_key=SecretStr(env.platform.seed_hex()),
         temporal_address=temporal_address,
+        redis_key_prefix=REDIS_KEY_PREFIX,
         training_task_queue=f"training-{uuid.uuid4()}",
         drift_task_queue=f"drift-{uuid.uuid4()}",
     )

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
+from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -21,7 +22,7 @@ from cli import model_commands
 from cli.errors import CommandError
 from devstack.binaries import find_binary
 from domain.model_status import ModelStatus
-from domain.promotion import shadow_evaluation_workflow_id
+from domain.promotion import EvaluationResult, shadow_evaluation_workflow_id
 from services.promotion import promote_challenger
 from settings import Settings, app_dsn_for
 from tests.integration.promotion_support import Device, model_in, paired, statuses
@@ -163,8 +164,10 @@ async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
         with pytest.raises(CommandError, match=f"shadow/{challenger} is already running"):
             await rai_model(settings, *evaluate)
 
-        handle = temporal.client.get_workflow_handle_for(
-            ShadowEvaluation.run, shadow_evaluation_workflow_id(challenger)
+        handle: WorkflowHandle[ShadowEvaluation, EvaluationResult] = (
+            temporal.client.get_workflow_handle(
+                shadow_evaluation_workflow_id(challenger), result_type=EvaluationResult
+            )
         )
         for _ in range(200):  # the first check, on the real activities
             if (await handle.query(ShadowEvaluation.progress)).checks:
