@@ -111,7 +111,8 @@ class PipelineActivities:
     @activity.defn(name=ActivityName.ACQUIRE_LOCK)
     async def acquire_lock(self, request: LockRequest) -> LockResult:
         with step_failures():
-            lease = await self._mutex.acquire(request.tenant_id, request.holder)
+            newest = await self._pipeline.newest_fence(request.tenant_id)
+            lease = await self._mutex.acquire(request.tenant_id, request.holder, fence_floor=newest)
         if lease is None:
             return LockResult(lease=None)
         return LockResult(

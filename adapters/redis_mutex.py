@@ -74,12 +74,17 @@ local function held_by(key, token)
 end
 """
 
-# KEYS: lock, fence counter. ARGV: token, holder, ttl in ms. Returns the new fence, or nil.
+# KEYS: lock, fence counter. ARGV: token, holder, ttl in ms, fence floor. Returns the new
+# fence (above the counter and the floor), or nil.
 # Checks first and writes last, so no error can leave one write done without the other: the
 # fence is incremented only by the acquisition that sets the lock, and never by a refused one.
 _ACQUIRE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return false
+end
+local floor = tonumber(ARGV[4])
+if tonumber(redis.call('GET', KEYS[2]) or '0') < floor then
+    redis.call('SET', KEYS[2], ARGV[4])
 end
 local fence = redis.call('INCR', KEYS[2])
 local lock = cjson.encode({token = ARGV[1], holder = ARGV[2], fence = string.format('%d', fence)})
@@ -173,17 +178,23 @@ class TenantMutex:
     def ttl(self) -> timedelta:
         return self._ttl
 
-    async def acquire(self, tenant_id: UUID, holder: str) -> Lease | None:
-        """Take the tenant's lock for ``ttl``, or return None if someone else holds it."""
+    async def acquire(self, tenant_id: UUID, holder: str, *, fence_floor: int = 0) -> Lease | None:
+        """Take the tenant's lock for ``ttl``, or return None if someone else holds it.
+
+        The new fence is above ``fence_floor`` too: callers pass the newest fence their store
+        has seen, so a counter lost with a Redis that keeps nothing on disk cannot hand out a
+        token the store would refuse as stale."""
         if not holder:
             raise ValueError("a lock holder needs a name")
+        if fence_floor < 0:
+            raise ValueError("fence_floor must not be negative")
         token = secrets.token_hex(TOKEN_BYTES)
         fence = await self._run(
             self._acquire,
             "acquire the lock",
             tenant_id,
             keys=[self._lock_key(tenant_id), self._fence_key(tenant_id)],
-            args=[token, holder, _milliseconds(self._ttl)],
+            args=[token, holder, _milliseconds(self._ttl), fence_floor],
         )
         if fence is None:
             return None

@@ -71,6 +71,12 @@ class PipelineService:
             )
         return PreconditionsResult()
 
+    async def newest_fence(self, tenant_id: UUID) -> int:
+        """The highest fencing token any training run of the tenant was recorded with."""
+        async with self._db.transaction(tenant_id) as conn:
+            newest: int | None = await conn.fetchval("SELECT max(fencing_token) FROM training_runs")
+        return newest or 0
+
     async def latest_seasons(self, tenant_id: UUID) -> list[str]:
         """The tenant's seasons, newest first (season ids sort chronologically)."""
         async with self._db.transaction(tenant_id) as conn:

@@ -64,6 +64,7 @@ async def test_an_active_run_blocks_and_a_finished_one_does_not(services_env: Se
     with pytest.raises(StaleLeaseError):  # an older lease can no longer record a run
         await start_run(env, tenant, fence=1)
     await start_run(env, tenant, fence=3)
+    assert await service(env).newest_fence(tenant) == 3  # what the next lease must exceed
 
 
 async def test_a_rollback_starts_a_seven_day_cooldown(services_env: ServicesEnv) -> None:

@@ -165,6 +165,24 @@ async def test_fences_strictly_increase_across_acquisitions(mutex: TenantMutex) 
     assert await mutex.current_fence(tenant) == 5, "releasing moved the fence"
 
 
+async def test_a_lost_counter_resumes_above_the_floor(
+    mutex: TenantMutex, redis_client: Redis, key_prefix: str
+) -> None:
+    """A Redis that lost its counter (no persistence, restart) must not hand out a fence the
+    database has already seen: the caller's floor lifts the counter first."""
+    tenant = uuid4()
+    first = await mutex.acquire(tenant, "worker", fence_floor=41)
+    assert first is not None
+    assert first.fence == 42
+    assert await mutex.release(first)
+    lower = await mutex.acquire(tenant, "worker", fence_floor=3)  # a floor never lowers it
+    assert lower is not None
+    assert lower.fence == 43
+    assert await mutex.release(lower)
+    with pytest.raises(ValueError, match="negative"):
+        await mutex.acquire(tenant, "worker", fence_floor=-1)
+
+
 async def test_fifty_concurrent_acquires_yield_exactly_one_lease(key_prefix: str) -> None:
     """T-D1-05's Redis path: 50 acquisitions at once, from five clients with pools of their
     own (as five workers would), for one tenant."""
