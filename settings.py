@@ -12,6 +12,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.pipeline import DRIFT_QUEUE, TRAINING_QUEUE
+
 APP_ROLE = "rai_app"
 OWNER_ROLE = "rai_owner"
 
@@ -35,8 +37,8 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_url: str = "http://127.0.0.1:8233"
-    training_task_queue: str = "training-queue"
-    drift_task_queue: str = "drift-analysis-queue"
+    training_task_queue: str = TRAINING_QUEUE
+    drift_task_queue: str = DRIFT_QUEUE
 
     # Training jobs (the embedded local runner): where they keep state, whom they call back,
     # and simulated GPU time added to each job (chaos tests kill a worker meanwhile).

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 from typing import Any
-from uuid import UUID
 
-from cli.common import open_app_database
+from cli.common import open_app_database, parse_tenant
 from cli.errors import CommandError
 from db.integrity import verify_chain
 from db.migrate import MigrationError, migrate
@@ -30,13 +29,6 @@ def register(groups: Any) -> None:
     )
     p.add_argument("--tenant", required=True, type=parse_tenant, help="tenant id (UUID)")
     p.set_defaults(handler=run_verify_chain)
-
-
-def parse_tenant(value: str) -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a tenant id (UUID): {value!r}") from None
 
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:

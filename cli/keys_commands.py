@@ -7,8 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from cli.common import open_app_database
-from cli.db_commands import parse_tenant
+from cli.common import open_app_database, parse_tenant
 from cli.errors import CommandError
 from domain.signing import KeyMaterialError, Signer
 from services.keys import (

@@ -16,10 +16,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.objectstore import ObjectStore, ObjectStoreError
-from cli.common import open_app_database
-from cli.db_commands import parse_tenant
+from cli.common import open_app_database, parse_model_id, parse_tenant
 from cli.errors import CommandError
-from cli.verify_commands import parse_model_id
 from domain.policies import ROLLBACK_COOLDOWN, cooldown_ends_at
 from domain.promotion import (
     DEFAULT_CHECK_INTERVAL,

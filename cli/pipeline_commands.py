@@ -9,8 +9,7 @@ from uuid import UUID
 
 from temporalio.service import RPCError
 
-from cli.common import open_app_database
-from cli.db_commands import parse_tenant
+from cli.common import open_app_database, parse_tenant, uuid_argument
 from cli.errors import CommandError
 from domain.pipeline import PipelineOutcome, PipelineResult
 from services.errors import NotFoundError
@@ -43,7 +42,7 @@ def register(groups: Any) -> None:
     p.set_defaults(handler=run_dlq_list)
     p = commands.add_parser("resolve", help="mark a dead letter resolved")
     p.add_argument("--tenant", required=True, type=parse_tenant)
-    p.add_argument("id", type=parse_tenant, metavar="ID")
+    p.add_argument("id", type=uuid_argument("dead letter id"), metavar="ID")
     p.set_defaults(handler=run_dlq_resolve)
 
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from temporalio.client import Client
 
-from cli.db_commands import parse_tenant
+from cli.common import parse_tenant
 from cli.errors import CommandError
 from scheduling import (
     IntervalError,

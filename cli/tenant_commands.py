@@ -7,8 +7,7 @@ import asyncio
 from typing import Any
 from uuid import UUID
 
-from cli.common import open_app_database
-from cli.db_commands import parse_tenant
+from cli.common import open_app_database, parse_tenant
 from cli.errors import CommandError
 from db.tenants import create_tenant
 from settings import Settings

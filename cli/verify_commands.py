@@ -8,8 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from adapters.objectstore import ObjectStore, ObjectStoreError
-from cli.common import open_app_database
-from cli.db_commands import parse_tenant
+from cli.common import open_app_database, parse_model_id, parse_tenant
 from cli.errors import CommandError
 from services.verify import Check, ProvenanceVerifier
 from settings import Settings
@@ -26,13 +25,6 @@ def register(groups: Any) -> None:
     p.add_argument("model_version_id", type=parse_model_id, metavar="MODEL_VERSION_ID")
     p.add_argument("--tenant", required=True, type=parse_tenant, help="tenant id (UUID)")
     p.set_defaults(handler=run_verify_model)
-
-
-def parse_model_id(value: str) -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a model version id (UUID): {value!r}") from None
 
 
 def run_verify_model(args: argparse.Namespace, settings: Settings) -> int:

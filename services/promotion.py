@@ -140,18 +140,9 @@ async def promote_challenger(
             return Conclusion(
                 status=ConclusionStatus.DONE, detail="already in PRODUCTION", champion_id=None
             )
-        if status is not ModelStatus.SHADOW:
-            return Conclusion(
-                status=ConclusionStatus.CHALLENGER_MOVED,
-                detail=f"model version {model_version_id} is {status}, no longer SHADOW",
-                champion_id=champion_id,
-            )
-        if champion_id != expected_champion_id:
-            return Conclusion(
-                status=ConclusionStatus.CHAMPION_CHANGED,
-                detail=f"the PRODUCTION version is now {champion_id}, not {expected_champion_id}",
-                champion_id=champion_id,
-            )
+        stale = _stale_decision(model_version_id, status, champion_id, expected_champion_id)
+        if stale is not None:
+            return stale
         await _move(conn, tenant_id, challenger, ModelStatus.CANARY, reason)
         if champion is not None:
             await _move(
@@ -174,6 +165,28 @@ async def promote_challenger(
     )
 
 
+def _stale_decision(
+    model_version_id: UUID,
+    status: ModelStatus,
+    champion_id: UUID | None,
+    expected_champion_id: UUID | None,
+) -> Conclusion | None:
+    """Why a decision taken on earlier reads no longer applies (None: it still does)."""
+    if status is not ModelStatus.SHADOW:
+        return Conclusion(
+            status=ConclusionStatus.CHALLENGER_MOVED,
+            detail=f"model version {model_version_id} is {status}, no longer SHADOW",
+            champion_id=champion_id,
+        )
+    if champion_id != expected_champion_id:
+        return Conclusion(
+            status=ConclusionStatus.CHAMPION_CHANGED,
+            detail=f"the PRODUCTION version is now {champion_id}, not {expected_champion_id}",
+            champion_id=champion_id,
+        )
+    return None
+
+
 async def reject_challenger(
     db: Database,
     tenant_id: UUID,
@@ -193,18 +206,9 @@ async def reject_challenger(
         )
         if status is ModelStatus.REJECTED:
             return Conclusion(status=ConclusionStatus.DONE, detail="already REJECTED")
-        if status is not ModelStatus.SHADOW:
-            return Conclusion(
-                status=ConclusionStatus.CHALLENGER_MOVED,
-                detail=f"model version {model_version_id} is {status}, no longer SHADOW",
-                champion_id=champion_id,
-            )
-        if champion_id != expected_champion_id:
-            return Conclusion(
-                status=ConclusionStatus.CHAMPION_CHANGED,
-                detail=f"the PRODUCTION version is now {champion_id}, not {expected_champion_id}",
-                champion_id=champion_id,
-            )
+        stale = _stale_decision(model_version_id, status, champion_id, expected_champion_id)
+        if stale is not None:
+            return stale
         await _move(conn, tenant_id, challenger, ModelStatus.REJECTED, reason)
         await record_check(
             conn,
