@@ -567,7 +567,7 @@ def test_demo_runs_a_complete_retraining_cycle_twice(
         asyncio.run(Stack(settings).down())
 
         async def drop() -> None:
-            conn = await asyncpg.connect(machine.database_url)
+            conn = await asyncpg.connect(with_database(machine.database_url, "postgres"))
             try:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             finally:
