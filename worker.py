@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 
 from activities.pipeline import PipelineActivities, TrainingConfig
 from activities.promotion import PromotionActivities
-from adapters.localjobs import LocalJobRunner
+from adapters.jobrunners import open_job_runner
 from adapters.objectstore import ObjectStore
 from adapters.redis_mutex import TenantMutex
 from db.repository import Database
@@ -51,6 +51,7 @@ async def running_workers(
         redis: Redis = Redis.from_url(settings.redis_url)
         stack.push_async_callback(redis.aclose)
         store = await stack.enter_async_context(ObjectStore.from_settings(settings))
+        jobs = await stack.enter_async_context(open_job_runner(settings))
         if client is None:
             client = await connect_temporal(settings)
         pipeline = PipelineService(db, store, datasets_bucket=settings.s3_datasets_bucket)
@@ -62,7 +63,7 @@ async def running_workers(
             drift=DriftAnalysisService(db, store, platform, bucket=settings.s3_registry_bucket),
             registry=ModelRegistryService(db, store, platform),
             audits=BiasAuditService(db, platform),
-            jobs=LocalJobRunner(settings.state_dir, env=None),
+            jobs=jobs,
             platform=platform,
             training=TrainingConfig(
                 registry_bucket=settings.s3_registry_bucket,

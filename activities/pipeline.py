@@ -17,9 +17,9 @@ from typing import Any
 from temporalio import activity
 
 from activities.failures import step_failures
-from adapters.localjobs import JobSpec, JobState, LocalJobRunner, job_name_for
 from adapters.redis_mutex import Lease, TenantMutex
 from db.repository import Database
+from domain.jobs import JobOrigin, JobRunner, JobSpec, JobState, job_attempt, job_name_for
 from domain.model_status import ModelStatus
 from domain.pipeline import (
     ActivityName,
@@ -44,6 +44,7 @@ from domain.pipeline import (
     TrainInput,
 )
 from domain.signing import Signer
+from domain.training import CALLBACK_KEY_ENV
 from services.bias import BiasAuditService
 from services.drift import DriftAnalysisService, Window
 from services.errors import BiasAuditRequiredError
@@ -51,7 +52,6 @@ from services.evaluation import evaluate_model
 from services.pipeline import PipelineService
 from services.ports import ObjectStorePort
 from services.registry import ModelRegistryService, RegisterModel
-from trainer.job import CALLBACK_KEY_ENV
 
 AUDIT_GROUP = "region"
 
@@ -77,7 +77,7 @@ class PipelineActivities:
         drift: DriftAnalysisService,
         registry: ModelRegistryService,
         audits: BiasAuditService,
-        jobs: LocalJobRunner,
+        jobs: JobRunner,
         platform: Signer,
         training: TrainingConfig,
     ) -> None:
@@ -217,12 +217,12 @@ class PipelineActivities:
                 status = await self._jobs.status(job_name)
                 if status.state is JobState.SUCCEEDED and status.result is not None:
                     result = status.result
-                    if not result.get("artifact_uri") or not result.get("artifact_sha256"):
+                    if not result.artifact_uri or not result.artifact_sha256:
                         raise RuntimeError(f"training job {job_name} reported no artifact")
                     return TrainedModel(
-                        artifact_uri=result["artifact_uri"],
-                        artifact_sha256=result["artifact_sha256"],
-                        metrics=result.get("metrics") or {},
+                        artifact_uri=result.artifact_uri,
+                        artifact_sha256=result.artifact_sha256,
+                        metrics=result.metrics or {},
                     )
                 if status.state in (JobState.FAILED, JobState.SUCCEEDED):
                     raise RuntimeError(f"training job {job_name} failed: {status.detail}")
@@ -261,9 +261,18 @@ class PipelineActivities:
         ]
         if self._training.callback_url:
             argv += ["--callback-url", self._training.callback_url]
-        env = dict(self._training.environment)
-        env[CALLBACK_KEY_ENV] = signer.seed_hex()
-        return JobSpec(name=job_name, argv=tuple(argv), env=env)
+        return JobSpec(
+            name=job_name,
+            argv=tuple(argv),
+            origin=JobOrigin(
+                tenant_id=request.tenant_id,
+                training_run_id=request.training_run_id,
+                attempt=job_attempt(job_name),
+                model_name=request.model_name,
+            ),
+            env=self._training.environment,
+            secret_env={CALLBACK_KEY_ENV: signer.seed_hex()},
+        )
 
     @activity.defn(name=ActivityName.REGISTER_MODEL)
     async def register_model(self, request: RegisterInput) -> RegisterOutput:

@@ -55,9 +55,10 @@ from db.repository import Database
 from domain.canonical import CanonicalJsonError, canonical_sha256
 from domain.pipeline import TrainingOutcome
 from domain.signing import DocumentKind, verify
+from domain.training import TrainingResult, TrainingStatus
 from services.errors import GovernanceRefusal, NotFoundError, SignatureInvalidError
 from services.platform import active_public_key
-from trainer.job import TrainingResult, TrainingStatus, training_callback_document
+from trainer.job import training_callback_document
 
 log = logging.getLogger(__name__)
 

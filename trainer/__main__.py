@@ -19,10 +19,10 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from domain.training import TrainingResult
 from trainer.job import (
     TrainerSettings,
     TrainingJobArgs,
-    TrainingResult,
     exit_code,
     run_job,
     write_result_file,

@@ -35,24 +35,23 @@ import re
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 
 from adapters.objectstore import InvalidS3UriError, ObjectStore, ObjectStoreError, S3Uri
 from domain.canonical import canonical_json, sha256_hex
 from domain.signing import DocumentKind, KeyMaterialError, Signer
+from domain.training import CALLBACK_KEY_ENV, TrainingResult, TrainingStatus
 from settings import Settings
 from trainer.model import DEFAULT_L2_LAMBDA, SnapshotError, TrainingError, fit_ridge, parse_snapshot
 
 logger = logging.getLogger(__name__)
 
-CALLBACK_KEY_ENV: Final = "RAI_CALLBACK_SIGNING_KEY"
 EXTRA_SECONDS_ENV: Final = "RAI_TRAINING_EXTRA_SECONDS"
 ARTIFACT_NAME: Final = "model.json"
 METRICS_NAME: Final = "metrics.json"
@@ -66,38 +65,6 @@ CALLBACK_TIMEOUT_SECONDS: Final = 10.0
 # bad name fails the job up front instead of after the GPU time.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-
-
-class TrainingStatus(StrEnum):
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-
-class TrainingResult(BaseModel):
-    """What the job reports, in the result file and (signed) in the callback."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    status: TrainingStatus
-    artifact_uri: str | None = None
-    artifact_sha256: str | None = None
-    metrics: dict[str, Any] | None = None
-    error: str | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> Self:
-        if self.status is TrainingStatus.SUCCEEDED:
-            if self.artifact_uri is None or self.artifact_sha256 is None or self.metrics is None:
-                raise ValueError("a SUCCEEDED result names its artifact, hash and metrics")
-            if self.error is not None:
-                raise ValueError("a SUCCEEDED result has no error")
-        elif self.error is None:
-            raise ValueError("a FAILED result says why")
-        return self
-
-    @classmethod
-    def failed(cls, error: str) -> TrainingResult:
-        return cls(status=TrainingStatus.FAILED, error=error)
 
 
 class TrainerSettings(Settings):

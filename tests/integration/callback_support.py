@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 from domain.pipeline import TrainingOutcome, pipeline_workflow_id
 from domain.signing import DocumentKind, Signer
+from domain.training import TrainingResult, TrainingStatus
 from services.callbacks import (
     WorkflowNotRunningError,
     WorkflowUnavailableError,
@@ -18,7 +19,7 @@ from services.callbacks import (
 from services.drift import DriftAnalysisService, DriftReportRecord, Window
 from services.pipeline import PipelineService
 from tests.integration.services_env import ServicesEnv
-from trainer.job import TrainingJobArgs, TrainingResult, TrainingStatus, callback_body
+from trainer.job import TrainingJobArgs, callback_body
 
 ARTIFACT_URI = "s3://reg/models/model.json?versionId=v7"
 ARTIFACT_SHA = "ab" * 32

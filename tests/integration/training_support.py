@@ -14,9 +14,10 @@ from uuid import uuid4
 
 import numpy as np
 
-from adapters.localjobs import JobSpec, JobStatus, LocalJobRunner, job_name_for
+from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore
 from devstack.process import ProcessSlot, is_alive
+from domain.jobs import JobOrigin, JobSpec, JobStatus, job_name_for
 from settings import Settings
 from trainer.job import TrainingJobArgs, job_environment
 
@@ -90,6 +91,12 @@ def job_spec(
     return JobSpec(
         name=job_name_for(args.training_run_id),
         argv=tuple(args.to_argv()),
+        origin=JobOrigin(
+            tenant_id=args.tenant_id,
+            training_run_id=args.training_run_id,
+            attempt=1,
+            model_name=args.model_name,
+        ),
         env=job_environment(
             settings, callback_signing_key=callback_key, extra_seconds=extra_seconds
         ),

@@ -12,13 +12,12 @@ from pydantic import SecretStr, ValidationError
 
 from domain.canonical import canonical_json
 from domain.signing import DocumentKind, Signer, verify
+from domain.training import TrainingResult, TrainingStatus
 from settings import Settings
 from trainer.__main__ import _settings_problem, parse_command_line
 from trainer.job import (
     TrainerSettings,
     TrainingJobArgs,
-    TrainingResult,
-    TrainingStatus,
     callback_body,
     job_environment,
     parse_output_prefix,
