@@ -12,7 +12,7 @@ Each job lives in ``<state_dir>/jobs/<name>/``:
                   variable name only). Written *before* the process starts,
                   so a launcher that dies mid-launch can cause a job that never ran (reported
                   FAILED, a safe outcome) but never a second copy of one that did.
-``process.json``  the wrapper shell's PID and its ``/proc`` start time (``devstack.process``):
+``process.json``  the wrapper shell's PID and its ``/proc`` start time (``adapters.processes``):
                   a PID alone could be reused, the pair identifies the process.
 ``wrapper.pid``   the wrapper's own ``$$``, written first thing: if the launcher dies between
                   starting the process and saving ``process.json``, the process is still found
@@ -25,7 +25,7 @@ Each job lives in ``<state_dir>/jobs/<name>/``:
 and ``<state_dir>/jobs/<name>.lock`` serialises ``launch`` and ``cancel`` of one name across
 tasks and processes (``flock``; the kernel drops it if its holder dies).
 
-The process tree: ``devstack.process.spawn_detached`` starts a tiny ``/bin/sh`` wrapper in a new
+The process tree: ``adapters.processes.spawn_detached`` starts a tiny ``/bin/sh`` wrapper in a new
 session, not as our child, so it survives the launcher (the worker). The wrapper runs
 ``<python> -m trainer … --result-file <dir>/result.json`` as its child, waits for it and writes
 its exit status to ``exit_code``. The exit status has to be recorded by a parent because the
@@ -54,8 +54,8 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from devstack.errors import StackError
-from devstack.process import (
+from adapters.processes import (
+    ProcessError,
     ProcessRecord,
     ProcessSlot,
     is_alive,
@@ -239,7 +239,7 @@ class LocalJobRunner:
                         **spec.secret_env,
                     },
                 )
-            except StackError:
+            except ProcessError:
                 # The wrapper ran and has already exited. It is launched either way (the intent
                 # stays: never a second copy); ``status`` says how it ended.
                 if await asyncio.to_thread((directory / EXIT_CODE_FILE).exists):
@@ -333,7 +333,7 @@ class LocalJobRunner:
             await asyncio.to_thread(self._mark_cancelled, directory)
             try:
                 await terminate(record, self._stop_grace)
-            except StackError as exc:
+            except ProcessError as exc:
                 raise JobRunnerError(f"could not stop job {name}: {exc}") from exc
 
     @staticmethod

@@ -15,7 +15,7 @@ import pytest
 
 from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore
-from devstack.process import ProcessSlot, is_alive, parse_proc_stat
+from adapters.processes import ProcessSlot, is_alive, parse_proc_stat
 from domain.jobs import JobOrigin, JobSpec, JobState, job_name_for
 from settings import Settings
 from tests.integration.training_support import (

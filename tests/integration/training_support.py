@@ -16,7 +16,7 @@ import numpy as np
 
 from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore
-from devstack.process import ProcessSlot, is_alive
+from adapters.processes import ProcessSlot, is_alive
 from domain.jobs import JobOrigin, JobSpec, JobStatus, job_name_for
 from settings import Settings
 from trainer.job import TrainingJobArgs, job_environment
