@@ -30,9 +30,9 @@ from services.drift import DriftAnalysisService
 from services.keys import load_platform_signer
 from services.pipeline import PipelineService
 from services.registry import ModelRegistryService
+from services.training import job_environment
 from settings import Settings
 from starter import connect_temporal
-from trainer.job import job_environment
 from workflows.promotion import ShadowEvaluation
 from workflows.retrain import RetrainingPipeline
 

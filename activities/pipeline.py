@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -40,11 +40,10 @@ from domain.pipeline import (
     RegisterOutput,
     SnapshotInput,
     SnapshotOutput,
-    TrainedModel,
     TrainInput,
 )
 from domain.signing import Signer
-from domain.training import CALLBACK_KEY_ENV
+from domain.training import TrainedModel
 from services.bias import BiasAuditService
 from services.drift import DriftAnalysisService, Window
 from services.errors import BiasAuditRequiredError
@@ -52,6 +51,7 @@ from services.evaluation import evaluate_model
 from services.pipeline import PipelineService
 from services.ports import ObjectStorePort
 from services.registry import ModelRegistryService, RegisterModel
+from services.training import JobEnvironment
 
 AUDIT_GROUP = "region"
 
@@ -62,7 +62,7 @@ class TrainingConfig:
 
     registry_bucket: str
     callback_url: str | None
-    environment: Mapping[str, str]
+    environment: JobEnvironment
     poll_interval: timedelta = timedelta(seconds=2)
 
 
@@ -261,6 +261,7 @@ class PipelineActivities:
         ]
         if self._training.callback_url:
             argv += ["--callback-url", self._training.callback_url]
+        environment = self._training.environment.with_callback_key(signer.seed_hex())
         return JobSpec(
             name=job_name,
             argv=tuple(argv),
@@ -270,8 +271,8 @@ class PipelineActivities:
                 attempt=job_attempt(job_name),
                 model_name=request.model_name,
             ),
-            env=self._training.environment,
-            secret_env={CALLBACK_KEY_ENV: signer.seed_hex()},
+            env=environment.env,
+            secret_env=environment.secret_env,
         )
 
     @activity.defn(name=ActivityName.REGISTER_MODEL)

@@ -7,10 +7,10 @@ from uuid import UUID
 
 from adapters.objectstore import ObjectNotFoundError, S3Uri
 from db.repository import Database
+from domain.ridge import ModelFormatError, load_model
 from services.bias import Evaluation
 from services.errors import GovernanceRefusal, NotFoundError
 from services.ports import ObjectStorePort
-from trainer.model import ModelFormatError, load_model
 
 
 async def evaluate_model(

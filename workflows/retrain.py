@@ -45,10 +45,10 @@ with workflow.unsafe.imports_passed_through():
         RegisterOutput,
         SnapshotInput,
         SnapshotOutput,
-        TrainedModel,
         TrainingOutcome,
         TrainInput,
     )
+    from domain.training import TrainedModel
 
 MAX_ATTEMPTS = 5
 PIPELINE_RETRY = RetryPolicy(

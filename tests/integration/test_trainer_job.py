@@ -15,12 +15,19 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from adapters.callback_client import post_callback
 from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore, S3Uri
 from domain.canonical import canonical_json
 from domain.jobs import JobState
+from domain.ridge import load_model
 from domain.signing import DocumentKind, Signer, verify
-from domain.training import TrainingResult, TrainingStatus
+from domain.training import (
+    TrainingJobArgs,
+    TrainingResult,
+    TrainingStatus,
+    training_callback_document,
+)
 from settings import Settings
 from tests.integration.training_support import (
     SOIL_EFFECTS,
@@ -33,15 +40,8 @@ from tests.integration.training_support import (
     training_args,
     wait_until_exited,
 )
-from trainer.job import (
-    TrainerSettings,
-    TrainingJobArgs,
-    post_callback,
-    run_job,
-    train,
-    training_callback_document,
-)
-from trainer.model import fit_ridge, load_model, parse_snapshot
+from trainer.job import TrainerSettings, run_job, train
+from trainer.model import fit_ridge, parse_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -195,11 +195,13 @@ async def test_the_completion_callback_is_signed(
     rebuilt = training_callback_document(
         tenant_id=args.tenant_id,
         training_run_id=args.training_run_id,
-        status=document["status"],
-        artifact_uri=document["artifact_uri"],
-        artifact_sha256=document["artifact_sha256"],
-        metrics=document["metrics"],
-        error=document["error"],
+        result=TrainingResult(
+            status=document["status"],
+            artifact_uri=document["artifact_uri"],
+            artifact_sha256=document["artifact_sha256"],
+            metrics=document["metrics"],
+            error=document["error"],
+        ),
     )
     assert rebuilt == document
     assert document["kind"] == "training"

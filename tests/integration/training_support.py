@@ -18,8 +18,9 @@ from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore
 from adapters.processes import ProcessSlot, is_alive
 from domain.jobs import JobOrigin, JobSpec, JobStatus, job_name_for
+from domain.training import TrainingJobArgs
+from services.training import job_environment
 from settings import Settings
-from trainer.job import TrainingJobArgs, job_environment
 
 SOIL_EFFECTS = {"clay": -1.5, "loam": 0.0, "sand": 1.0}
 
@@ -88,6 +89,9 @@ def job_spec(
     extra_seconds: float = 0.0,
     callback_key: str | None = None,
 ) -> JobSpec:
+    environment = job_environment(settings, extra_seconds=extra_seconds)
+    if callback_key is not None:
+        environment = environment.with_callback_key(callback_key)
     return JobSpec(
         name=job_name_for(args.training_run_id),
         argv=tuple(args.to_argv()),
@@ -97,9 +101,8 @@ def job_spec(
             attempt=1,
             model_name=args.model_name,
         ),
-        env=job_environment(
-            settings, callback_signing_key=callback_key, extra_seconds=extra_seconds
-        ),
+        env=environment.env,
+        secret_env=environment.secret_env,
     )
 
 
