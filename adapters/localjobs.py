@@ -9,9 +9,9 @@ Each job lives in ``<state_dir>/jobs/<name>/``:
 
 ``spec.json``     the launch intent: the trainer's command line, what the job is for, and when
                   (no secrets: the environment and the secret environment are recorded by
-                  variable name only). Written *before* the process starts,
-                  so a launcher that dies mid-launch can cause a job that never ran (reported
-                  FAILED, a safe outcome) but never a second copy of one that did.
+                  variable name only). Written *before* the process starts, so a launcher that
+                  dies mid-launch can cause a job that never ran (reported FAILED, a safe
+                  outcome) but never a second copy of one that did.
 ``process.json``  the wrapper shell's PID and its ``/proc`` start time (``adapters.processes``):
                   a PID alone could be reused, the pair identifies the process.
 ``wrapper.pid``   the wrapper's own ``$$``, written first thing: if the launcher dies between

@@ -97,8 +97,10 @@ class TrainedModel(_Frozen):
 
 
 class TrainingReport(_Frozen):
-    """The fields a training job reports: its status (a :class:`TrainingStatus`) and, on
-    success, the artifact and its metrics, or, on failure, why."""
+    """The fields a training job reports: its status (a :class:`TrainingStatus` value) and, on
+    success, the artifact and its metrics, or, on failure, why. Only the result, as the job
+    writes it, is held to the enum and to completeness; the pipeline's signal carries the
+    report as it was delivered."""
 
     status: str
     artifact_uri: str | None = None
