@@ -19,20 +19,22 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.pipeline import PipelineActivities, TrainingConfig
+from activities.pipeline import PipelineActivities
 from activities.promotion import PromotionActivities
-from adapters.localjobs import LocalJobRunner
+from adapters.jobrunners import open_job_runner
 from adapters.objectstore import ObjectStore
 from adapters.redis_mutex import TenantMutex
 from db.repository import Database
 from services.bias import BiasAuditService
 from services.drift import DriftAnalysisService
+from services.evaluation import ModelAuditService
 from services.keys import load_platform_signer
-from services.pipeline import PipelineService
+from services.leases import TenantLeases
+from services.pipeline import DriftCheck, PipelineService
 from services.registry import ModelRegistryService
+from services.training import TrainingConfig, TrainingService, job_environment
 from settings import Settings
 from starter import connect_temporal
-from trainer.job import job_environment
 from workflows.promotion import ShadowEvaluation
 from workflows.retrain import RetrainingPipeline
 
@@ -51,26 +53,34 @@ async def running_workers(
         redis: Redis = Redis.from_url(settings.redis_url)
         stack.push_async_callback(redis.aclose)
         store = await stack.enter_async_context(ObjectStore.from_settings(settings))
+        jobs = await stack.enter_async_context(open_job_runner(settings))
         if client is None:
             client = await connect_temporal(settings)
         pipeline = PipelineService(db, store, datasets_bucket=settings.s3_datasets_bucket)
-        activities = PipelineActivities(
-            db=db,
-            store=store,
-            mutex=TenantMutex(redis, key_prefix=settings.redis_key_prefix),
-            pipeline=pipeline,
-            drift=DriftAnalysisService(db, store, platform, bucket=settings.s3_registry_bucket),
-            registry=ModelRegistryService(db, store, platform),
-            audits=BiasAuditService(db, platform),
-            jobs=LocalJobRunner(settings.state_dir, env=None),
+        registry = ModelRegistryService(db, store, platform)
+        training = TrainingService(
+            runs=pipeline,
+            registry=registry,
+            jobs=jobs,
             platform=platform,
-            training=TrainingConfig(
+            config=TrainingConfig(
                 registry_bucket=settings.s3_registry_bucket,
                 callback_url=settings.callback_url,
                 environment=job_environment(
                     settings, extra_seconds=settings.training_extra_seconds
                 ),
             ),
+        )
+        activities = PipelineActivities(
+            leases=TenantLeases(TenantMutex(redis, key_prefix=settings.redis_key_prefix), pipeline),
+            pipeline=pipeline,
+            drift=DriftCheck(
+                pipeline,
+                DriftAnalysisService(db, store, platform, bucket=settings.s3_registry_bucket),
+            ),
+            training=training,
+            audits=ModelAuditService(db, store, BiasAuditService(db, platform)),
+            registry=registry,
         )
         promotion = PromotionActivities(db=db)
         workers = [
