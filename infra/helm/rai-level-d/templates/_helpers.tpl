@@ -62,13 +62,14 @@ helm.sh/chart: {{ include "rai.chart" .ctx }}
 {{- end -}}
 {{- end -}}
 
+{{/* Empty when there are none; callers write it through `with`. */}}
 {{- define "rai.imagePullSecrets" -}}
-{{- with .Values.imagePullSecrets }}
+{{- with .Values.imagePullSecrets -}}
 imagePullSecrets:
 {{- range . }}
   - name: {{ . }}
 {{- end }}
-{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* Restricted Pod Security (M10), for every pod of the chart ------------------------------ */}}
@@ -179,7 +180,7 @@ securityContext:
      an earlier variable), so it stays in the Secret, never in the manifest. */}}
 {{- define "rai.redisEnv" -}}
 {{- $redis := .Values.redis -}}
-{{- if $redis.internal.enabled }}
+{{- if $redis.internal.enabled -}}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -187,13 +188,13 @@ securityContext:
       key: {{ $redis.internal.auth.passwordKey }}
 - name: RAI_REDIS_URL
   value: {{ printf "redis://:$(REDIS_PASSWORD)@%s.%s.svc.%s:6379/0" (include "rai.redisName" .) .Release.Namespace .Values.clusterDomain | quote }}
-{{- else if $redis.external.existingSecret }}
+{{- else if $redis.external.existingSecret -}}
 - name: RAI_REDIS_URL
   valueFrom:
     secretKeyRef:
       name: {{ $redis.external.existingSecret }}
       key: {{ $redis.external.urlKey }}
-{{- else }}
+{{- else -}}
 - name: RAI_REDIS_URL
   value: {{ required "redis.external.url or redis.external.existingSecret is required when redis.internal.enabled is false" $redis.external.url | quote }}
 {{- end }}
