@@ -6,6 +6,8 @@ pinned libraries clash with the project's), kubernetes-validate beside this inte
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -111,3 +113,42 @@ def load_values(path: Path) -> Manifest:
     loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(loaded, dict)
     return loaded
+
+
+@dataclass(frozen=True)
+class CheckovReport:
+    by_framework: dict[str, dict[str, Any]]
+
+    def failed(self) -> list[str]:
+        return [
+            f"{check['check_id']} {check['resource']} ({check['check_name']})"
+            for report in self.by_framework.values()
+            for check in report["results"]["failed_checks"]
+        ]
+
+
+class CheckovRun:
+    """checkov started in the background over some files; ``report()`` waits for it."""
+
+    def __init__(
+        self, files: list[Path], frameworks: list[str], skipped: tuple[str, ...], cwd: Path
+    ) -> None:
+        command = [str(tool("checkov"))]
+        for file in files:
+            command += ["--file", str(file)]
+        command += ["--framework", *frameworks, "--output", "json", "--skip-download", "--quiet"]
+        command += ["--skip-check", ",".join(skipped)]
+        # There is no network here: without this checkov tries to fetch its guideline links.
+        env = {**os.environ, "BC_SKIP_MAPPING": "TRUE"}
+        self.process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def report(self) -> CheckovReport:
+        stdout, stderr = self.process.communicate(timeout=600)
+        assert stdout.strip(), (
+            f"checkov printed no report (exit {self.process.returncode}):\n{stderr}"
+        )
+        loaded = json.loads(stdout)
+        reports = loaded if isinstance(loaded, list) else [loaded]
+        return CheckovReport({report["check_type"]: report for report in reports})

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-from tests.infra.chart import DOCKERFILE, PRODUCTION_VALUES, Render, render, tool
+from tests.infra.chart import (
+    DOCKERFILE,
+    PRODUCTION_VALUES,
+    CheckovReport,
+    CheckovRun,
+    Render,
+    render,
+)
 
-# Checks skipped for every render, each for a reason the law tests below make up for:
+# Checks skipped for every render, each for a reason; the law tests in test_helm_chart.py
+# assert what the skipped check would have looked at.
 CHECKOV_SKIPPED_EVERYWHERE = (
     # "Prefer secrets as files over environment variables": the settings object reads only
     # RAI_* variables (pydantic-settings), so the database password, the S3 keys and the
@@ -34,45 +35,6 @@ CHECKOV_SKIPPED_FOR_DEFAULTS = (
     "CKV_K8S_15",  # "Image pull policy should be Always" (not needed with a digest)
     "CKV_K8S_43",  # "Image should use digest"
 )
-
-
-@dataclass(frozen=True)
-class CheckovReport:
-    by_framework: dict[str, dict[str, Any]]
-
-    def failed(self) -> list[str]:
-        return [
-            f"{check['check_id']} {check['resource']} ({check['check_name']})"
-            for report in self.by_framework.values()
-            for check in report["results"]["failed_checks"]
-        ]
-
-
-class CheckovRun:
-    """checkov started in the background over some files; ``report()`` waits for it."""
-
-    def __init__(
-        self, files: list[Path], frameworks: list[str], skipped: tuple[str, ...], cwd: Path
-    ) -> None:
-        command = [str(tool("checkov"))]
-        for file in files:
-            command += ["--file", str(file)]
-        command += ["--framework", *frameworks, "--output", "json", "--skip-download", "--quiet"]
-        command += ["--skip-check", ",".join(skipped)]
-        # There is no network here: without this checkov tries to fetch its guideline links.
-        env = {**os.environ, "BC_SKIP_MAPPING": "TRUE"}
-        self.process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-
-    def report(self) -> CheckovReport:
-        stdout, stderr = self.process.communicate(timeout=600)
-        assert stdout.strip(), (
-            f"checkov printed no report (exit {self.process.returncode}):\n{stderr}"
-        )
-        loaded = json.loads(stdout)
-        reports = loaded if isinstance(loaded, list) else [loaded]
-        return CheckovReport({report["check_type"]: report for report in reports})
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from tests.infra.chart import (
     RELEASE,
     RELEASE_NAMESPACE,
     TRAINING_NAMESPACE,
+    CheckovReport,
     Manifest,
     Render,
     containers,
@@ -31,7 +32,6 @@ from tests.infra.chart import (
     template_args,
     tool,
 )
-from tests.infra.conftest import CheckovReport
 
 pytestmark = pytest.mark.unit
 
@@ -389,6 +389,9 @@ def test_credentials_come_from_the_named_secrets(production_render: Render) -> N
     assert env_value(worker, "RAI_REDIS_URL") == (
         f"redis://:$(REDIS_PASSWORD)@{_name('redis')}.{RELEASE_NAMESPACE}.svc.cluster.local:6379/0"
     )
+    # The kubelet expands $(VAR) only from variables defined earlier in the list.
+    order = list(env_of(worker))
+    assert order.index("REDIS_PASSWORD") < order.index("RAI_REDIS_URL")
 
 
 def test_only_the_migration_sees_the_administrative_login(any_render: Render) -> None:

@@ -9,8 +9,7 @@ import tomllib
 
 import pytest
 
-from tests.infra.chart import CHART, DOCKERFILE, REPO, load_values
-from tests.infra.conftest import CheckovReport
+from tests.infra.chart import CHART, DOCKERFILE, REPO, CheckovReport, load_values
 
 pytestmark = pytest.mark.unit
 
