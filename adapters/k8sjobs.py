@@ -166,7 +166,7 @@ class KubernetesJobConfig:
     memory_limit: str = "16Gi"
     active_deadline_seconds: int = 6 * 3600
     ttl_seconds_after_finished: int = 7 * 24 * 3600
-    s3_secret: str | None = None
+    s3_credentials_ref: str | None = None
     run_as_user: int = 10001
     run_as_group: int = 10001
     pod_stuck_seconds: float = 300.0
@@ -198,7 +198,7 @@ class KubernetesJobConfig:
             memory_limit=settings.trainer_memory_limit,
             active_deadline_seconds=settings.trainer_active_deadline_seconds,
             ttl_seconds_after_finished=settings.trainer_ttl_seconds_after_finished,
-            s3_secret=settings.trainer_s3_secret,
+            s3_credentials_ref=settings.trainer_s3_secret,
             run_as_user=settings.trainer_run_as_user,
             run_as_group=settings.trainer_run_as_group,
             pod_stuck_seconds=settings.k8s_pod_stuck_seconds,
@@ -238,7 +238,7 @@ def secret_name_for(job_name: str) -> str:
 def job_secret_env(spec: JobSpec, config: KubernetesJobConfig) -> dict[str, str]:
     """What goes into the attempt's Secret: ``spec.secret_env``, less the S3 credentials when
     an existing Secret provides the trainer's own."""
-    if config.s3_secret is None:
+    if config.s3_credentials_ref is None:
         return dict(spec.secret_env)
     return {k: v for k, v in spec.secret_env.items() if k not in S3_CREDENTIAL_ENV}
 
@@ -249,9 +249,9 @@ def job_manifest(spec: JobSpec, config: KubernetesJobConfig) -> dict[str, Any]:
     env_from: list[dict[str, Any]] = []
     if job_secret_env(spec, config):
         env_from.append({"secretRef": {"name": secret_name_for(spec.name)}})
-    if config.s3_secret is not None:
+    if config.s3_credentials_ref is not None:
         # Later sources win: the trainer's own credentials over anything before them.
-        env_from.append({"secretRef": {"name": config.s3_secret}})
+        env_from.append({"secretRef": {"name": config.s3_credentials_ref}})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": config.image,
