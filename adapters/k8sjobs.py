@@ -64,6 +64,7 @@ from kubernetes_asyncio.client import (
     CoreV1Api,
     V1ContainerStatus,
     V1Job,
+    V1JobCondition,
     V1ObjectMeta,
     V1Pod,
     V1Secret,
@@ -351,7 +352,7 @@ def secret_manifest(
 # -- status -----------------------------------------------------------------------------------
 
 
-def _true_condition(job: V1Job, *types: str) -> Any | None:
+def _true_condition(job: V1Job, *types: str) -> V1JobCondition | None:
     conditions = (job.status.conditions if job.status else None) or []
     for condition in conditions:
         if condition.type in types and condition.status == "True":
@@ -489,13 +490,6 @@ def job_status(
             return JobStatus(name, JobState.PENDING, "the Job is suspended")
         return JobStatus(name, JobState.PENDING, "waiting for the Job controller to create a pod")
     return _waiting(name, pod, now, stuck_after)
-
-
-def _finished(job: V1Job) -> bool:
-    return (
-        _true_condition(job, "Complete", "Failed", "SuccessCriteriaMet", "FailureTarget")
-        is not None
-    )
 
 
 # -- the list-then-watch cache ----------------------------------------------------------------
