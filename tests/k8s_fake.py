@@ -528,13 +528,15 @@ class FakeKubernetes:
                     raise not_found(resource, name)
                 return self._json(200, found)
             if request.method == "POST" and name is None:
-                return self._json(201, self._create(resource, namespace, await request.json()))
+                return self._json(
+                    201, self.create_object(resource, namespace, await request.json())
+                )
             if request.method == "DELETE" and name is not None:
                 body = await request.json() if request.can_read_body else {}
                 policy = request.query.get("propagationPolicy") or (body or {}).get(
                     "propagationPolicy"
                 )
-                return self._json(200, await self._delete(resource, namespace, name, policy))
+                return self._json(200, await self.delete_object(resource, namespace, name, policy))
             raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported here")
         except ApiError as exc:
             return self._json(exc.code, exc.body())
@@ -596,7 +598,9 @@ class FakeKubernetes:
 
     # -- create and delete ------------------------------------------------------------------
 
-    def _create(self, resource: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create_object(self, resource: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """What a POST of ``body`` does (validation, 409, defaults, the Job controller); raises
+        :class:`ApiError` where the API answers an error."""
         refusal = self.next_create_error.pop(resource, None)
         if refusal is not None:
             raise refusal
@@ -676,7 +680,9 @@ class FakeKubernetes:
     def _collect_if_orphaned(self, resource: str, namespace: str, obj: dict[str, Any]) -> None:
         owners = obj["metadata"].get("ownerReferences", [])
         if owners and not any(self._owner_exists(namespace, ref["uid"]) for ref in owners):
-            self._spawn(self._delete(resource, namespace, obj["metadata"]["name"], "Background"))
+            self._spawn(
+                self.delete_object(resource, namespace, obj["metadata"]["name"], "Background")
+            )
 
     def _dependents(self, namespace: str, uid: str) -> list[tuple[str, str]]:
         return [
@@ -687,9 +693,10 @@ class FakeKubernetes:
             and any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", []))
         ]
 
-    async def _delete(
+    async def delete_object(
         self, resource: str, namespace: str, name: str, policy: str | None
     ) -> dict[str, Any]:
+        """What a DELETE with propagation ``policy`` does (see the module docstring)."""
         obj = self.objects[resource].get((namespace, name))
         if obj is None:
             raise not_found(resource, name)
@@ -699,7 +706,7 @@ class FakeKubernetes:
         if policy == "Foreground":
             for dependent, dependent_name in self._dependents(namespace, uid):
                 with contextlib.suppress(ApiError):
-                    await self._delete(dependent, namespace, dependent_name, "Foreground")
+                    await self.delete_object(dependent, namespace, dependent_name, "Foreground")
         elif policy == "Orphan":
             for dependent, dependent_name in self._dependents(namespace, uid):
 
@@ -714,7 +721,7 @@ class FakeKubernetes:
         self._remove(resource, namespace, name)
         if policy == "Background":
             for dependent, dependent_name in self._dependents(namespace, uid):
-                self._spawn(self._delete(dependent, namespace, dependent_name, "Background"))
+                self._spawn(self.delete_object(dependent, namespace, dependent_name, "Background"))
         return {
             "kind": "Status",
             "apiVersion": "v1",
@@ -816,7 +823,7 @@ class FakeKubernetes:
         await asyncio.sleep(ttl)
         if self._job_alive(namespace, name, uid):
             with contextlib.suppress(ApiError):
-                await self._delete("jobs", namespace, name, "Background")
+                await self.delete_object("jobs", namespace, name, "Background")
 
     @staticmethod
     def _finished(job: dict[str, Any]) -> bool:
@@ -839,7 +846,7 @@ class FakeKubernetes:
         )
         for pod in self.pods_of(namespace, name):
             with contextlib.suppress(ApiError):
-                await self._delete("pods", namespace, pod["metadata"]["name"], "Background")
+                await self.delete_object("pods", namespace, pod["metadata"]["name"], "Background")
 
     # -- the kubelet ------------------------------------------------------------------------
 

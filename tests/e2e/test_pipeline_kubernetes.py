@@ -223,3 +223,34 @@ async def test_a_worker_killed_while_its_job_runs_is_replaced_without_a_second_j
     # Neither worker kept anything of the job locally: Kubernetes was the only record.
     for host in ("host-1", "host-2"):
         assert not (tmp_path / host / "jobs").exists()
+
+
+async def test_why_a_job_failed_reaches_the_dead_letter(
+    temporal: WorkflowEnvironment,
+    services_env: ServicesEnv,
+    db_admin_dsn: str,
+    tmp_path: Path,
+    cluster: FakeKubernetes,
+) -> None:
+    env = services_env
+    tenant = await seeded_tenant(env)
+    # Every Job's trainer refuses its configuration (negative GPU time) and exits 1.
+    settings = on_kubernetes(
+        worker_settings(env, db_admin_dsn, tmp_path), cluster, tmp_path / "worker"
+    ).model_copy(update={"training_extra_seconds": -1.0})
+    async with running_workers(settings, client=temporal.client):
+        started = await start_pipeline(temporal.client, settings, tenant)
+        try:
+            result: PipelineResult = await asyncio.wait_for(started.handle.result(), 300)
+        except TimeoutError:
+            pytest.fail(f"the pipeline did not finish within 300 s; jobs: {cluster_jobs(cluster)}")
+    assert result.outcome is PipelineOutcome.FAILED_DEAD_LETTERED
+    names = sorted(job["metadata"]["name"] for job in cluster.list_objects("jobs", NAMESPACE))
+    assert len(names) == 5, names  # one fresh Job per attempt
+    assert {name.rsplit("-", 1)[-1] for name in names} >= {"a2", "a3", "a4", "a5"}
+    async with env.db.transaction(tenant) as conn:
+        letters = await conn.fetch("SELECT attempts, error FROM dead_letters")
+    assert [letter["attempts"] for letter in letters] == [5]
+    error = letters[0]["error"]
+    assert "BackoffLimitExceeded: Job has reached the specified backoff limit" in error, error
+    assert "RAI_TRAINING_EXTRA_SECONDS" in error, error  # the trainer's own words

@@ -223,7 +223,7 @@ async def test_a_job_of_that_name_made_for_something_else_is_not_adopted(
     spec = make_spec()
     manifest = job_manifest(spec, runner.config)
     manifest["metadata"]["labels"][label] = "7"  # another attempt, run or tenant
-    fake._create("jobs", NAMESPACE, manifest)
+    fake.create_object("jobs", NAMESPACE, manifest)
     with pytest.raises(JobRunnerError, match=r"refusing to adopt it") as caught:
         await runner.launch(spec)
     assert label in str(caught.value)
@@ -235,7 +235,7 @@ async def test_a_launch_that_died_before_the_secret_is_completed_by_the_next(
     fake: FakeKubernetes, runner: KubernetesJobRunner
 ) -> None:
     spec = make_spec()
-    fake._create("jobs", NAMESPACE, job_manifest(spec, runner.config))  # the Job, no Secret
+    fake.create_object("jobs", NAMESPACE, job_manifest(spec, runner.config))  # the Job, no Secret
     handle = await runner.launch(spec)
     assert not handle.created
     job = fake.get("jobs", NAMESPACE, spec.name)
@@ -253,7 +253,7 @@ async def test_a_leftover_secret_of_an_earlier_job_is_replaced(
     old = fake.get("jobs", NAMESPACE, spec.name)
     assert old is not None
     # The Job goes without its dependents (orphaned), and a new Job of that name is launched.
-    await fake._delete("jobs", NAMESPACE, spec.name, "Orphan")
+    await fake.delete_object("jobs", NAMESPACE, spec.name, "Orphan")
     await runner.launch(spec)
     new = fake.get("jobs", NAMESPACE, spec.name)
     secret = fake.get("secrets", NAMESPACE, secret_name_for(spec.name))
@@ -502,7 +502,7 @@ async def test_status_maps_what_the_cluster_reports(
     }[job_kind]
     fake.set_job_status(NAMESPACE, spec.name, job_status)
     if job_kind == "deadline" and pod_kind == "no status yet":
-        await fake._delete("pods", NAMESPACE, pod, "Background")  # the controller deleted it
+        await fake.delete_object("pods", NAMESPACE, pod, "Background")  # the controller deleted it
     status = await eventually(
         lambda: runner.status(spec.name),
         lambda s: s.state is state and all(part in s.detail for part in parts),
@@ -637,7 +637,7 @@ async def test_the_secret_reaches_a_pod_that_waited_for_it(
     async with open_kubernetes_job_runner(runner_settings(kubelet, tmp_path)) as runner:
         assert isinstance(runner, KubernetesJobRunner)
         # A launcher died after creating the Job: its pod waits for the Secret.
-        kubelet._create("jobs", NAMESPACE, job_manifest(spec, runner.config))
+        kubelet.create_object("jobs", NAMESPACE, job_manifest(spec, runner.config))
         waiting = await eventually(
             lambda: runner.status(spec.name),
             lambda s: "CreateContainerConfigError" in s.detail,
