@@ -167,6 +167,7 @@ class KubernetesJobConfig:
     memory_limit: str = "16Gi"
     active_deadline_seconds: int = 6 * 3600
     ttl_seconds_after_finished: int = 7 * 24 * 3600
+    # An existing Secret with the trainer's own S3 credentials (RAI_TRAINER_S3_SECRET).
     s3_credentials_ref: str | None = None
     run_as_user: int = 10001
     run_as_group: int = 10001
