@@ -19,6 +19,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from cli.errors import CommandError
+from cli.output import add_json_flag
 from domain.drift import FeatureKind, Verdict, analyze_drift
 from settings import Settings
 
@@ -39,7 +40,7 @@ def register(groups: Any) -> None:
         "--rows", type=_positive_int, default=1_000_000, help="rows per sample (each side)"
     )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic data")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    add_json_flag(p)
     p.set_defaults(handler=run_drift_bench)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cli.errors import CommandError
+from cli.output import add_json_flag
 from domain.drift import DriftResult, FeatureDrift, FeatureKind, analyze_drift
 from settings import Settings
 
@@ -36,7 +37,7 @@ def register(groups: Any) -> None:
     )
     p.add_argument("reference", type=Path, metavar="REFERENCE.csv", help="the reference sample")
     p.add_argument("current", type=Path, metavar="CURRENT.csv", help="the current sample")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_json_flag(p)
     p.set_defaults(handler=run_compare)
 
 

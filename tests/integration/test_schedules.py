@@ -20,16 +20,16 @@ from cli import schedule_commands
 from cli.errors import CommandError
 from devstack.binaries import find_binary
 from domain.pipeline import PipelineInput
-from scheduling import (
+from domain.schedules import schedule_id
+from settings import Settings
+from starter import (
     ScheduleExistsError,
     ScheduleNotFoundError,
     ScheduleSummary,
     create_retrain_schedule,
     delete_retrain_schedule,
     list_retrain_schedules,
-    schedule_id,
 )
-from settings import Settings
 
 pytestmark = pytest.mark.integration
 
