@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from cli.errors import CommandError
 from cli.output import add_json_flag
-from domain.drift import FeatureKind, Verdict, analyze_drift
 from settings import Settings
 
 DEFAULT_SEED = 20240601
@@ -69,6 +67,11 @@ def synthetic_samples(
 
 
 def run_drift_bench(args: argparse.Namespace, settings: Settings) -> int:
+    # scipy takes seconds to import: only the commands that compute statistics load it.
+    from scipy import stats
+
+    from domain.drift import FeatureKind, Verdict, analyze_drift
+
     reference, current = synthetic_samples(args.features, args.rows, args.seed)
 
     started = time.perf_counter()

@@ -9,32 +9,21 @@ from __future__ import annotations
 import argparse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import asyncpg
-from temporalio.client import Client
 
-from adapters.objectstore import (
-    AccessDeniedError,
-    CredentialsRejectedError,
-    ObjectStore,
-    ObjectStoreConfigError,
-    ObjectStoreError,
-    ObjectStoreUnavailableError,
-)
 from cli.errors import CommandError, NotFound, ServiceUnavailable
 from db.migrate import MigrationError, MigrationReport, migrate
 from db.repository import Database, UnsafeDatabaseRoleError
 from services.errors import GovernanceRefusal, NotFoundError
 from settings import Settings, redacted_dsn
-from starter import (
-    AlreadyRunning,
-    ScheduleExistsError,
-    ScheduleNotFoundError,
-    TemporalUnavailable,
-    WorkflowNotFound,
-    connect_temporal,
-)
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from adapters.objectstore import ObjectStore
 
 STACK_HINT = '`rai dev up`, then `eval "$(rai dev env)"`'
 
@@ -110,6 +99,16 @@ async def app_database(settings: Settings) -> AsyncIterator[Database]:
 async def temporal(settings: Settings) -> AsyncIterator[Client]:
     """A Temporal client for the block (see ``starter``), with the control module's failures
     turned into exit codes."""
+    # Imported here, as in object_store: only the commands that need them pay for them.
+    from starter import (
+        AlreadyRunning,
+        ScheduleExistsError,
+        ScheduleNotFoundError,
+        TemporalUnavailable,
+        WorkflowNotFound,
+        connect_temporal,
+    )
+
     try:
         yield await connect_temporal(settings)
     except TemporalUnavailable as exc:
@@ -123,6 +122,15 @@ async def temporal(settings: Settings) -> AsyncIterator[Client]:
 @asynccontextmanager
 async def object_store(settings: Settings) -> AsyncIterator[ObjectStore]:
     """The S3 store of ``settings`` for the block; its trouble becomes one line."""
+    from adapters.objectstore import (
+        AccessDeniedError,
+        CredentialsRejectedError,
+        ObjectStore,
+        ObjectStoreConfigError,
+        ObjectStoreError,
+        ObjectStoreUnavailableError,
+    )
+
     endpoint = settings.s3_endpoint_url
     try:
         store = ObjectStore.from_settings(settings)

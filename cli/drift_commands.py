@@ -15,15 +15,17 @@ import argparse
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from cli.errors import CommandError
 from cli.output import add_json_flag
-from domain.drift import DriftResult, FeatureDrift, FeatureKind, analyze_drift
 from settings import Settings
+
+if TYPE_CHECKING:
+    from domain.drift import DriftResult, FeatureDrift
 
 
 def register(groups: Any) -> None:
@@ -42,6 +44,9 @@ def register(groups: Any) -> None:
 
 
 def run_compare(args: argparse.Namespace, settings: Settings) -> int:
+    # scipy (under domain.drift) takes seconds to import: only this command loads it here.
+    from domain.drift import analyze_drift
+
     reference_columns = read_csv_columns(args.reference)
     current_columns = read_csv_columns(args.current)
     only_reference = sorted(reference_columns.keys() - current_columns.keys())
@@ -153,6 +158,8 @@ def result_table(result: DriftResult) -> str:
 
 
 def _table_row(feature: FeatureDrift) -> tuple[str, ...]:
+    from domain.drift import FeatureKind
+
     if feature.kind is FeatureKind.NUMERIC:
         statistic, p_value = f"D {feature.ks_d:.4f}", feature.ks_p
     else:

@@ -10,34 +10,39 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NoReturn
 
-from cli import (
-    api_commands,
-    bench_commands,
-    db_commands,
-    demo_commands,
-    dev_commands,
-    dlq_commands,
-    drift_commands,
-    evaluation_commands,
-    keys_commands,
-    model_commands,
-    pipeline_commands,
-    schedule_commands,
-    storage_commands,
-    tenant_commands,
-    verify_commands,
-    worker_commands,
-)
 from cli.errors import CommandError, ExitCode
 from settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+# Command group -> the module that registers it, in the order of ``rai --help``. A command line
+# naming one group imports only that module: the others pull in Temporal, S3 or scipy, which
+# take seconds to import, and scripts call rai often.
+GROUPS = {
+    "dev": "cli.dev_commands",
+    "db": "cli.db_commands",
+    "tenant": "cli.tenant_commands",
+    "keys": "cli.keys_commands",
+    "storage": "cli.storage_commands",
+    "drift": "cli.drift_commands",
+    "bench": "cli.bench_commands",
+    "verify": "cli.verify_commands",
+    "worker": "cli.worker_commands",
+    "api": "cli.api_commands",
+    "pipeline": "cli.pipeline_commands",
+    "dlq": "cli.dlq_commands",
+    "schedule": "cli.schedule_commands",
+    "model": "cli.model_commands",
+    "evaluation": "cli.evaluation_commands",
+    "demo": "cli.demo_commands",
+}
 
 
 class JsonErrorParser(argparse.ArgumentParser):
@@ -51,7 +56,9 @@ class JsonErrorParser(argparse.ArgumentParser):
 
 def build_parser(
     parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+    only: str | None = None,
 ) -> argparse.ArgumentParser:
+    """The whole ``rai`` parser, or (``only``) one with just that command group."""
     parser = parser_class(
         prog="rai",
         description="RAI Level D: governed, self-retraining models.",
@@ -60,31 +67,18 @@ def build_parser(
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
-    for commands in (
-        dev_commands,
-        db_commands,
-        tenant_commands,
-        keys_commands,
-        storage_commands,
-        drift_commands,
-        bench_commands,
-        verify_commands,
-        worker_commands,
-        api_commands,
-        pipeline_commands,
-        dlq_commands,
-        schedule_commands,
-        model_commands,
-        evaluation_commands,
-        demo_commands,
-    ):
-        commands.register(groups)
+    names: Iterable[str] = [only] if only in GROUPS else GROUPS
+    for name in names:
+        importlib.import_module(GROUPS[name]).register(groups)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(JsonErrorParser if "--json" in arguments else argparse.ArgumentParser)
+    group = next((word for word in arguments if not word.startswith("-")), None)
+    parser = build_parser(
+        JsonErrorParser if "--json" in arguments else argparse.ArgumentParser, only=group
+    )
     args = parser.parse_args(arguments)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
