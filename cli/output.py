@@ -35,8 +35,8 @@ def _jsonable(value: Any) -> Any:
         return format_interval(value)
     if isinstance(value, Enum):
         return value.value
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+    if isinstance(value, BaseModel):  # its fields come back here, so spelled the same way
+        return value.model_dump(mode="python")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, set | frozenset):
