@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 from uuid import UUID
 
@@ -83,7 +83,17 @@ from workflows.retrain import RetrainingPipeline
 # Below the training job's 10 s callback timeout: a hung server answers 503, and the job retries.
 SIGNAL_TIMEOUT = timedelta(seconds=5)
 _UNREACHABLE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+# A query is answered by a worker: with none polling, the server refuses it at once
+# (FAILED_PRECONDITION) or, if one polled a few minutes ago, holds it until our timeout (which
+# the SDK reports as CANCELLED "Timeout expired", or the server as DEADLINE_EXCEEDED).
+QUERY_TIMEOUT = timedelta(seconds=5)
+_NO_WORKER_ANSWERED = (
+    RPCStatusCode.FAILED_PRECONDITION,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
+)
 ProgressT = TypeVar("ProgressT")
+ResultT = TypeVar("ResultT")
 
 
 class TemporalUnavailable(Exception):
@@ -224,7 +234,8 @@ class PipelineStatus:
     workflow_id: str
     run_id: str
     status: str
-    progress: PipelineProgress | None
+    progress: PipelineProgress | None  # None when no worker answers the query
+    result: PipelineResult | None  # once COMPLETED, read from the history
     ui_link: str
 
 
@@ -232,11 +243,16 @@ async def pipeline_status(client: Client, settings: Settings, tenant_id: UUID) -
     """The latest run of ``retrain/{tenant}`` (a manual start); WorkflowNotFound if none."""
     workflow_id = pipeline_workflow_id(tenant_id)
     handle = client.get_workflow_handle_for(RetrainingPipeline.run, workflow_id)
-    run_id, status, progress = await _described(
+    found = await _described(
         client, handle, RetrainingPipeline.progress, f"no pipeline run {workflow_id}"
     )
     return PipelineStatus(
-        workflow_id, run_id, status, progress, workflow_ui_link(settings, workflow_id, run_id)
+        workflow_id,
+        found.run_id,
+        found.status,
+        found.progress,
+        found.result,
+        workflow_ui_link(settings, workflow_id, found.run_id),
     )
 
 
@@ -323,7 +339,8 @@ class EvaluationStatus:
     workflow_id: str
     run_id: str
     status: str
-    progress: EvaluationProgress | None
+    progress: EvaluationProgress | None  # None when no worker answers the query
+    result: EvaluationResult | None  # once COMPLETED, read from the history
     ui_link: str
 
 
@@ -333,22 +350,36 @@ async def shadow_evaluation_status(
     """The latest run of ``shadow/{model version}``; WorkflowNotFound if there is none."""
     workflow_id = shadow_evaluation_workflow_id(model_version_id)
     handle = client.get_workflow_handle_for(ShadowEvaluation.run, workflow_id)
-    run_id, status, progress = await _described(
+    found = await _described(
         client, handle, ShadowEvaluation.progress, f"no shadow evaluation {workflow_id}"
     )
     return EvaluationStatus(
-        workflow_id, run_id, status, progress, workflow_ui_link(settings, workflow_id, run_id)
+        workflow_id,
+        found.run_id,
+        found.status,
+        found.progress,
+        found.result,
+        workflow_ui_link(settings, workflow_id, found.run_id),
     )
+
+
+@dataclass(frozen=True)
+class _Described(Generic[ProgressT, ResultT]):
+    run_id: str
+    status: str
+    progress: ProgressT | None
+    result: ResultT | None
 
 
 async def _described(
     client: Client,
-    handle: WorkflowHandle[Any, Any],
+    handle: WorkflowHandle[Any, ResultT],
     progress_query: Callable[[Any], ProgressT],
     missing: str,
-) -> tuple[str, str, ProgressT | None]:
-    """Run id, status name and (while running or once completed) the ``progress`` query's
-    answer of the latest run behind ``handle``."""
+) -> _Described[ProgressT, ResultT]:
+    """The latest run behind ``handle``: its status, the ``progress`` query's answer while it
+    runs or once it completed (if a worker answers: a query needs one), and its result once
+    completed (from the history, which needs no worker)."""
     with _calling(client):
         try:
             description = await handle.describe()
@@ -356,14 +387,16 @@ async def _described(
             if exc.status is RPCStatusCode.NOT_FOUND:
                 raise WorkflowNotFound(missing) from exc
             raise
+        status = description.status
         progress = None
-        if description.status in (
-            WorkflowExecutionStatus.RUNNING,
-            WorkflowExecutionStatus.COMPLETED,
-        ):
-            progress = await handle.query(progress_query)
-    status = description.status.name if description.status else "UNKNOWN"
-    return description.run_id, status, progress
+        if status in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED):
+            try:
+                progress = await handle.query(progress_query, rpc_timeout=QUERY_TIMEOUT)
+            except RPCError as exc:
+                if exc.status not in _NO_WORKER_ANSWERED:
+                    raise
+        result = await handle.result() if status is WorkflowExecutionStatus.COMPLETED else None
+    return _Described(description.run_id, status.name if status else "UNKNOWN", progress, result)
 
 
 # -- the training job's completion callback ---------------------------------------------------

@@ -113,6 +113,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
                 "run_id": found.run_id,
                 "state": found.status,
                 "progress": found.progress,
+                "result": found.result,
                 "ui_link": found.ui_link,
             }
         )
@@ -121,5 +122,10 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"state          {found.status}")
     if found.progress is not None:
         print_progress(found.progress)
+    elif found.result is not None:
+        print(f"outcome        {found.result.outcome.value}")
+        print(f"detail         {found.result.detail}")
+    elif found.status == "RUNNING":
+        print("step           unknown: no worker answered (is `rai worker` running?)")
     print(f"temporal ui    {found.ui_link}")
     return 0

@@ -113,24 +113,26 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
             return await pipeline_status(client, settings, args.tenant)
 
     found = asyncio.run(status())
-    progress = found.progress
     if args.json:
         print_json(
             {
                 "workflow_id": found.workflow_id,
                 "run_id": found.run_id,
                 "state": found.status,
-                "progress": progress,
+                "progress": found.progress,
+                "result": found.result,
                 "ui_link": found.ui_link,
             }
         )
         return 0
     print(f"workflow       {found.workflow_id} (run {found.run_id})")
     print(f"state          {found.status}")
-    if progress is not None:
-        print(f"step           {progress.step}")
-        if progress.result is not None:
-            print_result(progress.result)
+    if found.progress is not None:
+        print(f"step           {found.progress.step}")
+    elif found.status == "RUNNING":
+        print("step           unknown: no worker answered (is `rai worker` running?)")
+    if found.result is not None:
+        print_result(found.result)
     print(f"temporal ui    {found.ui_link}")
     return 0
 

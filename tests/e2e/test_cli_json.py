@@ -250,7 +250,7 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     model = started["result"]["model_version_id"]
     status = await run("pipeline", "status", "--tenant", str(tenant))
     assert (status["run_id"], status["state"]) == (started["run_id"], "COMPLETED")
-    assert status["progress"]["result"]["model_version_id"] == model
+    assert status["progress"]["result"] == status["result"] == started["result"]
     runs = await listed_within(env, "runs", "pipeline", "list", "--tenant", str(tenant))
     covered.add(("pipeline", "list"))
     assert [(r["workflow_id"], r["status"]) for r in runs["runs"]] == [
@@ -269,7 +269,8 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     await asyncio.wait_for(handle.result(), COMMAND_TIMEOUT)
     progress = await run("evaluation", "status", "--model-version", model)
     assert (progress["run_id"], progress["state"]) == (evaluation["run_id"], "COMPLETED")
-    assert progress["progress"]["result"]["outcome"] == "ACCEPTED"
+    assert progress["progress"]["result"] == progress["result"]
+    assert progress["result"]["outcome"] == "ACCEPTED"
 
     # Rollback: a second tenant with a production version and an archived one.
     other = await world.services.tenant("rollback farm")
@@ -336,6 +337,20 @@ async def test_not_found_exits_3(world: World) -> None:
     ran = await rai(env, "pipeline", "status", "--tenant", tenant)  # the same without --json
     assert (ran.code, ran.out) == (3, "")
     assert ran.err == f"rai: error: no pipeline run retrain/{tenant}\n"
+
+
+async def test_status_answers_without_a_worker(world: World) -> None:
+    """A query needs a worker; the status still reports what the server knows."""
+    tenant = str(await world.services.tenant("unattended farm"))
+    nobody = {**world.env, "RAI_TRAINING_TASK_QUEUE": f"nobody-{uuid.uuid4()}"}
+    started = await ok(nobody, "pipeline", "start", "--tenant", tenant)
+    assert (started["workflow_id"], started["result"]) == (f"retrain/{tenant}", None)
+    try:
+        status = await ok(nobody, "pipeline", "status", "--tenant", tenant)
+        assert (status["run_id"], status["state"]) == (started["run_id"], "RUNNING")
+        assert (status["progress"], status["result"]) == (None, None)
+    finally:
+        await world.temporal.client.get_workflow_handle(started["workflow_id"]).terminate("test")
 
 
 def closed_port() -> int:
@@ -462,6 +477,11 @@ async def test_the_local_stack_and_the_demo_answer_in_json(
         assert demo["result"]["outcome"] == "SUCCEEDED_SHADOW"
         assert demo["model_version_id"] == demo["result"]["model_version_id"]
         assert all(check["ok"] for check in demo["checks"])
+        # The demo's worker is gone: the finished run's result comes from its history.
+        on_stack = {**env, **stack_env}
+        finished = await ok(on_stack, "pipeline", "status", "--tenant", demo["tenant_id"])
+        assert (finished["state"], finished["progress"]) == ("COMPLETED", None)
+        assert finished["result"] == demo["result"]
 
         down = await ok(env, "dev", "down")
         assert {p["name"]: p["state"] for p in down["parts"]}["temporal"] == "stopped"
