@@ -135,7 +135,7 @@ class WorkerQueue(StrEnum):
 # -- connection -----------------------------------------------------------------------------
 
 
-def unreachable_message(address: str, reason: str) -> str:
+def _unreachable_message(address: str, reason: str) -> str:
     return (
         f"cannot reach Temporal at {address}: {reason} (is it running? for the local stack:"
         ' `rai dev up`, then `eval "$(rai dev env)"`)'
@@ -156,7 +156,9 @@ async def connect_temporal(settings: Settings) -> Client:
             data_converter=pydantic_data_converter,
         )
     except RuntimeError as exc:  # how the SDK reports a failed connect
-        raise TemporalUnavailable(unreachable_message(settings.temporal_address, str(exc))) from exc
+        raise TemporalUnavailable(
+            _unreachable_message(settings.temporal_address, str(exc))
+        ) from exc
 
 
 @contextmanager
@@ -167,7 +169,7 @@ def _calling(client: Client) -> Iterator[None]:
     except RPCError as exc:
         if exc.status in _UNREACHABLE:
             address = client.service_client.config.target_host
-            raise TemporalUnavailable(unreachable_message(address, exc.message)) from exc
+            raise TemporalUnavailable(_unreachable_message(address, exc.message)) from exc
         raise
 
 

@@ -86,7 +86,7 @@ async def app_database(settings: Settings) -> AsyncIterator[Database]:
         raise NotFound(str(exc)) from exc
     except GovernanceRefusal as exc:
         raise CommandError(str(exc)) from exc
-    except (OSError, asyncpg.PostgresConnectionError) as exc:
+    except asyncpg.PostgresConnectionError as exc:
         raise ServiceUnavailable(
             f"lost the connection to {redacted_dsn(settings.resolved_app_database_url())}:"
             f" {one_line(str(exc))}"
