@@ -1,12 +1,11 @@
 """The Kubernetes runner's pure parts: its manifests (validated strictly against the Kubernetes
-1.30 schemas, the API server's rules and Pod Security restricted), labels, settings and the
-size of the result it reads back from the termination message."""
+1.30 schemas, the API server's rules and Pod Security restricted), labels and settings (the
+size of the trainer's result in a termination message: tests/unit/test_trainer_result_file.py)."""
 
 from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -16,10 +15,8 @@ from pydantic import ValidationError
 from adapters.k8sjobs import (
     MODEL_ANNOTATION,
     MODEL_LABEL,
-    TERMINATION_MESSAGE_LIMIT,
     TMP_MOUNT_PATH,
     KubernetesJobConfig,
-    _read_result,
     job_labels,
     job_manifest,
     label_value,
@@ -27,14 +24,10 @@ from adapters.k8sjobs import (
     secret_manifest,
     secret_name_for,
 )
-from domain.canonical import canonical_json
 from domain.jobs import JobOrigin, JobSpec, job_name_for
-from domain.training import TrainingJobArgs, TrainingResult, TrainingStatus
+from domain.training import TrainingJobArgs
 from settings import Settings
-from tests.integration.training_support import jsonl, synthetic_events
 from tests.k8s_fake import restricted_violations, schema_problems, semantic_problems
-from trainer.job import write_result_file
-from trainer.model import fit_ridge, parse_snapshot
 
 pytestmark = pytest.mark.unit
 
@@ -303,37 +296,3 @@ def test_the_config_comes_from_the_settings_and_refuses_what_cannot_work() -> No
 def test_settings_refuse_bad_kubernetes_values(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings.model_validate({field: value})
-
-
-def test_a_real_result_fits_in_a_termination_message() -> None:
-    events = parse_snapshot(jsonl(synthetic_events(600)))
-    fit = fit_ridge(events)
-    uri = (
-        f"s3://rai-model-registry/models/{uuid4()}/{'m' * 128}/{uuid4()}/"
-        f"{job_name_for(uuid4(), 5)}/model.json?versionId={'v' * 64}"
-    )
-    result = TrainingResult(
-        status=TrainingStatus.SUCCEEDED,
-        artifact_uri=uri,
-        artifact_sha256="f" * 64,
-        metrics=fit.metrics,
-    )
-    message = canonical_json(result.model_dump(mode="json")) + b"\n"
-    # A wide margin: the metrics are a fixed set of numbers.
-    assert len(message) < TERMINATION_MESSAGE_LIMIT // 2, len(message)
-    assert _read_result(message.decode()) == (result, None)
-    cut = (message * 8)[:TERMINATION_MESSAGE_LIMIT].decode()
-    assert _read_result(cut) == (None, "the termination message was cut at 4096 bytes")
-
-
-def test_the_trainer_writes_in_place_where_it_cannot_write_beside_the_file(
-    tmp_path: Path,
-) -> None:
-    # Like /dev/termination-log: the file exists, nothing can be created next to it (here the
-    # temporary name is taken by a directory, which no user can open for writing).
-    target = tmp_path / "termination-log"
-    target.write_text("")
-    (tmp_path / ".termination-log.tmp").mkdir()
-    result = TrainingResult.failed("out of GPU memory")
-    write_result_file(target, result)
-    assert TrainingResult.model_validate_json(target.read_text()) == result
