@@ -24,6 +24,7 @@ from services.promotion import promote_challenger
 from settings import Settings, app_dsn_for
 from tests.integration.promotion_support import Device, model_in, paired, statuses
 from tests.integration.services_env import ServicesEnv
+from tests.polling import wait_until
 from workflows.promotion import ShadowEvaluation
 
 pytestmark = pytest.mark.integration
@@ -155,10 +156,12 @@ async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
                 shadow_evaluation_workflow_id(challenger), result_type=EvaluationResult
             )
         )
-        for _ in range(200):  # the first check, on the real activities
-            if (await handle.query(ShadowEvaluation.progress)).checks:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(  # the first check, on the real activities
+            lambda: handle.query(ShadowEvaluation.progress),
+            lambda progress: progress.checks > 0,
+            within=30,
+            failure="the shadow evaluation made no check",
+        )
         assert await rai_model(settings, "evaluation", "--model-version", str(challenger)) == 0
         out = capsys.readouterr().out
         assert "state          RUNNING" in out

@@ -50,6 +50,7 @@ from workflows.retrain import PIPELINE_RETRY, RetrainingPipeline
 pytestmark = pytest.mark.integration
 
 LEASE_TOKEN = uuid.uuid4().hex
+CANCEL_WAIT = 60  # seconds a training stand-in waits to be cancelled
 
 
 @pytest.fixture
@@ -130,9 +131,15 @@ class World:
         if self.training_fails:
             raise RuntimeError("the GPU caught fire")
         if self.train_waits_for_cancel:
-            while True:  # until the workflow cancels us (delivered through the heartbeat)
+            # until the workflow cancels us (delivered through the heartbeat), but not forever
+            deadline = asyncio.get_running_loop().time() + CANCEL_WAIT
+            while asyncio.get_running_loop().time() < deadline:
                 activity.heartbeat()
                 await asyncio.sleep(0.05)
+            raise ApplicationError(
+                f"the workflow did not cancel the waiting training within {CANCEL_WAIT} s",
+                non_retryable=True,
+            )
         return TrainedModel(artifact_uri="s3://r/m.json", artifact_sha256="b" * 64)
 
     @activity.defn(name=ActivityName.REGISTER_MODEL)
