@@ -24,7 +24,8 @@ SELECT 'column ' || table_name || '.' || column_name || ' #' || ordinal_position
        || coalesce(' default ' || column_default, '') || ' ' || is_identity
   FROM information_schema.columns WHERE table_schema = 'rai'
 UNION ALL
-SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' owner ' || pg_get_userbyid(c.relowner)
+SELECT 'relation ' || c.relname || ' ' || c.relkind::text
+       || ' owner ' || pg_get_userbyid(c.relowner)
        || ' rls ' || c.relrowsecurity || ' force ' || c.relforcerowsecurity
        || ' acl ' || coalesce(c.relacl::text, 'default')
   FROM pg_class AS c WHERE c.relnamespace = 'rai'::regnamespace
@@ -43,8 +44,8 @@ SELECT 'function ' || p.oid::regprocedure || ' owner ' || pg_get_userbyid(p.proo
        || ' acl ' || coalesce(p.proacl::text, 'default') || ' ' || pg_get_functiondef(p.oid)
   FROM pg_proc AS p WHERE p.pronamespace = 'rai'::regnamespace
 UNION ALL
-SELECT 'type ' || t.typname || ' ' || t.typtype::text || ' ' || format_type(t.typbasetype, t.typtypmod)
-       || ' not null ' || t.typnotnull
+SELECT 'type ' || t.typname || ' ' || t.typtype::text
+       || ' ' || format_type(t.typbasetype, t.typtypmod) || ' not null ' || t.typnotnull
   FROM pg_type AS t WHERE t.typnamespace = 'rai'::regnamespace
 UNION ALL
 SELECT 'policy ' || tablename || '.' || policyname || ' ' || permissive || ' ' || cmd || ' '
