@@ -30,8 +30,10 @@ SELECT 'relation ' || c.relname || ' ' || c.relkind::text
        || ' acl ' || coalesce(c.relacl::text, 'default')
   FROM pg_class AS c WHERE c.relnamespace = 'rai'::regnamespace
 UNION ALL
-SELECT 'constraint ' || coalesce(c.conrelid::regclass::text, c.contypid::regtype::text) || '.'
-       || c.conname || ' ' || pg_get_constraintdef(c.oid)
+SELECT 'constraint '
+       || CASE WHEN c.conrelid <> 0 THEN c.conrelid::regclass::text
+               ELSE c.contypid::regtype::text END  -- a table's or a domain's
+       || '.' || c.conname || ' ' || pg_get_constraintdef(c.oid)
   FROM pg_constraint AS c WHERE c.connamespace = 'rai'::regnamespace
 UNION ALL
 SELECT 'index ' || indexname || ' ' || indexdef FROM pg_indexes WHERE schemaname = 'rai'
