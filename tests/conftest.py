@@ -19,7 +19,7 @@ from settings import Settings, app_dsn_for, with_database
 from tests.integration.services_env import ServicesEnv
 from tests.pg import cloned_database, create_template, drop_database, shared_tempdir
 from tests.s3 import private_s3
-from tests.temporal import dev_server, terminate_open_workflows, time_skipping_server
+from tests.temporal import SharedTimeSkippingServer, dev_server
 
 pytest_plugins = ("tests.hangs",)
 
@@ -117,22 +117,26 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def time_skipping_environment() -> AsyncIterator[WorkflowEnvironment]:
-    async with time_skipping_server() as environment:
-        yield environment
+async def time_skipping_server() -> AsyncIterator[SharedTimeSkippingServer]:
+    server = SharedTimeSkippingServer()
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 @pytest.fixture
 async def time_skipping(
-    time_skipping_environment: WorkflowEnvironment,
+    time_skipping_server: SharedTimeSkippingServer,
 ) -> AsyncIterator[WorkflowEnvironment]:
     """The run's time-skipping test server.
 
     Its clock is shared: it skips ahead while any test awaits a workflow result, and never
     goes back. Tests run one at a time, so only the running test's workflows are waiting on
-    it; they measure time from their own start (``workflow.now()``, ``get_current_time()``),
-    never against the wall clock; and whatever a test leaves open is terminated when it ends,
-    so a failed test cannot freeze the clock for the ones after it.
+    it, and they measure time from their own start (``workflow.now()``,
+    ``get_current_time()``), never against the wall clock. What a test leaves open is
+    terminated when it ends, and a clock it left stuck gets the next test a new server
+    (tests/temporal.py says why that can happen).
     """
-    yield time_skipping_environment
-    await terminate_open_workflows(time_skipping_environment, "the test that started it ended")
+    yield await time_skipping_server.environment()
+    await time_skipping_server.after_test()
