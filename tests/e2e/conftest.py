@@ -1,5 +1,5 @@
-"""End-to-end fixtures: the run's Redis lease keys are cleaned up at the end (the Temporal dev
-server is the run's one, from tests/conftest.py)."""
+"""End-to-end tests: a longer time limit, and the run's Redis lease keys cleaned up at the end
+(the Temporal dev server is the run's one, from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ from redis.asyncio import Redis
 
 from settings import Settings
 from tests.e2e.support import REDIS_KEY_PREFIX
+
+# Seconds an end-to-end test may take: some train real models several times over, on two cores
+# shared with whatever else runs (pyproject.toml's 300 s is for everything else).
+E2E_TIMEOUT = 600
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT))
 
 
 @pytest.fixture(scope="session", autouse=True)
