@@ -8,8 +8,10 @@
 --   RA005 append_only_violation           forbid_append_only_change
 --   RA006 immutable_column                guard_immutable_columns
 --   RA007 illegal_training_run_transition validate_training_run_transition
+--   RA008 stale_fence                     enforce_fencing_token
 -- Laws expressed as constraints keep the standard SQLSTATEs: 23505 for
--- model_versions_one_production_per_model and training_runs_one_active_per_tenant,
+-- model_versions_one_production_per_model, model_versions_one_per_training_run and
+-- training_runs_one_active_per_tenant,
 -- 23514 for CHECK/domain formats (hashes, signatures, key ids), 42501 for row-level security.
 --
 -- Triggers of one table and timing fire in name order; the names below are chosen so the
@@ -342,6 +344,33 @@ $$;
 
 CREATE TRIGGER validate_training_run_transition BEFORE UPDATE ON rai.training_runs
     FOR EACH ROW EXECUTE FUNCTION rai.validate_training_run_transition();
+
+-- Fencing: a run is recorded only with a fencing token newer than every run of its
+-- tenant before it. A per-tenant advisory lock serialises the check with concurrent inserts.
+CREATE FUNCTION rai.enforce_fencing_token() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+DECLARE
+    newest bigint;
+BEGIN
+    IF NEW.fencing_token IS NULL THEN
+        RETURN NEW;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('rai.training_runs:' || NEW.tenant_id::text, 0));
+    SELECT max(r.fencing_token) INTO newest FROM rai.training_runs AS r
+     WHERE r.tenant_id = NEW.tenant_id;
+    IF newest IS NOT NULL AND NEW.fencing_token <= newest THEN
+        RAISE EXCEPTION 'stale fencing token % for tenant % (newest is %)',
+            NEW.fencing_token, NEW.tenant_id, newest
+            USING ERRCODE = 'RA008';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER enforce_fencing_token BEFORE INSERT ON rai.training_runs
+    FOR EACH ROW EXECUTE FUNCTION rai.enforce_fencing_token();
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rai FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION rai.current_tenant_id() TO rai_app;

@@ -165,8 +165,7 @@ async def world(
         try:
             async with ObjectStore.from_settings(service_storage) as store:
                 services = ServicesEnv(db, store, service_storage, Signer.generate())
-                address = temporal.client.service_client.config.target_host
-                settings = worker_settings(services, dsn, state, address)
+                settings = worker_settings(services, dsn, state, temporal)
                 async with running_workers(settings, client=temporal.client):
                     yield World(settings, environment(settings), services, temporal, state)
         finally:

