@@ -91,7 +91,7 @@ def make_spec(
         secret_env={
             "RAI_CALLBACK_SIGNING_KEY": CALLBACK_KEY,
             "RAI_S3_ACCESS_KEY": "worker-access-key",
-            "RAI_S3_CREDENTIAL": S3_CREDENTIAL,
+            "RAI_S3_SECRET_KEY": S3_CREDENTIAL,
         },
     )
 
