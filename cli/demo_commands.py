@@ -26,6 +26,7 @@ from db.tenants import create_tenant
 from devstack import Stack, StackError, StackInfo, StackStartError
 from domain.pipeline import PipelineOutcome
 from services.demo import seed_season
+from services.trust import trusted_platform_keys
 from services.verify import ProvenanceVerifier
 from settings import Settings, app_dsn_for, redacted_dsn
 
@@ -186,9 +187,9 @@ async def _demo(settings: Settings, tenant_name: str) -> int:
 
         step(7, "rai verify model")
         async with ObjectStore.from_settings(settings) as store:
-            checks = await ProvenanceVerifier(db, store).verify_model(
-                tenant, result.model_version_id
-            )
+            checks = await ProvenanceVerifier(
+                db, store, trusted_platform_keys(settings)
+            ).verify_model(tenant, result.model_version_id)
     finally:
         await db.close()
     for check in checks:

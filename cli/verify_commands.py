@@ -10,6 +10,7 @@ from uuid import UUID
 from adapters.objectstore import ObjectStore, ObjectStoreError
 from cli.common import open_app_database, parse_model_id, parse_tenant
 from cli.errors import CommandError
+from services.trust import TrustConfigError, trusted_platform_keys
 from services.verify import Check, ProvenanceVerifier
 from settings import Settings
 
@@ -19,8 +20,9 @@ def register(groups: Any) -> None:
     commands = parser.add_subparsers(dest="verify_command", required=True, metavar="COMMAND")
     p = commands.add_parser(
         "model",
-        help="check a model version's artifact hash, signature, lineage, drift report and"
-        " bias audit; exits non-zero on any failure",
+        help="check a model version's artifact hash, signature, lineage, drift report, bias"
+        " audit and dataset snapshot against the pinned platform key; exits non-zero on any"
+        " failure",
     )
     p.add_argument("model_version_id", type=parse_model_id, metavar="MODEL_VERSION_ID")
     p.add_argument("--tenant", required=True, type=parse_tenant, help="tenant id (UUID)")
@@ -28,11 +30,16 @@ def register(groups: Any) -> None:
 
 
 def run_verify_model(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        trusted = trusted_platform_keys(settings)
+    except TrustConfigError as exc:
+        raise CommandError(str(exc)) from exc
+
     async def verify_it() -> list[Check]:
         db = await open_app_database(settings)
         try:
             async with ObjectStore.from_settings(settings) as store:
-                return await ProvenanceVerifier(db, store).verify_model(
+                return await ProvenanceVerifier(db, store, trusted).verify_model(
                     args.tenant, args.model_version_id
                 )
         finally:
