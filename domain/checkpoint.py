@@ -118,23 +118,25 @@ def parse_checkpoint(note: bytes, trusted: TrustedKeys) -> tuple[Checkpoint, str
     if not separator or not signature_block.endswith("\n"):
         raise CheckpointError("not a signed note: no blank line before the signatures")
     signed = (text + "\n").encode("utf-8")
-    hashes = {key_hash(public): kid for kid, public in trusted.items()}
-    signer_id = None
+    lines = []
     for line in signature_block.splitlines():
         if not line.startswith(_SIGNATURE_PREFIX):
             raise CheckpointError(f"not a signature line: {line[:80]!r}")
         name, _, encoded = line.removeprefix(_SIGNATURE_PREFIX).partition(" ")
         try:
-            blob = base64.b64decode(encoded, validate=True)
+            lines.append((name, base64.b64decode(encoded, validate=True)))
         except (binascii.Error, ValueError):
             raise CheckpointError(f"signature of {name!r} is not base64") from None
+    hashes = {key_hash(public): kid for kid, public in trusted.items()}
+    signer_id = None
+    for name, blob in lines:
         if name != KEY_NAME or len(blob) != 4 + SIGNATURE_BYTES or blob[:4] not in hashes:
             continue
         kid = hashes[blob[:4]]
-        if verify_framed(trusted[kid], signed, blob[4:]):
-            signer_id = kid
-            break
-        raise CheckpointError(f"the signature of trusted key {kid} does not verify: altered")
+        if not verify_framed(trusted[kid], signed, blob[4:]):
+            raise CheckpointError(f"the signature of trusted key {kid} does not verify: altered")
+        signer_id = kid
+        break
     if signer_id is None:
         raise CheckpointError(f"not signed by a trusted key ({trusted.describe()})")
     return _parse_text(text), signer_id
