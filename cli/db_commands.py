@@ -1,4 +1,4 @@
-"""``rai db migrate`` and ``rai db verify-chain``."""
+"""``rai db migrate`` and ``rai db verify-chain`` (its checkpoint half: ``audit_commands``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import asyncio
 from typing import Any
 
-from cli.common import open_app_database, parse_tenant
+from cli import audit_commands
+from cli.common import parse_tenant
 from cli.errors import CommandError
-from db.integrity import verify_chain
 from db.migrate import MigrationError, migrate
 from settings import Settings, redacted_dsn
 
@@ -25,10 +25,13 @@ def register(groups: Any) -> None:
     p.set_defaults(handler=run_migrate)
 
     p = commands.add_parser(
-        "verify-chain", help="recompute a tenant's hash-chained audit log (integrity_checks)"
+        "verify-chain",
+        help="recompute a tenant's hash-chained audit log (integrity_checks) and hold it against"
+        " its signed checkpoints; exit 1 if it is broken, empty or a checkpoint does not hold",
     )
     p.add_argument("--tenant", required=True, type=parse_tenant, help="tenant id (UUID)")
-    p.set_defaults(handler=run_verify_chain)
+    audit_commands.add_verify_chain_arguments(p)
+    p.set_defaults(handler=audit_commands.run_verify_chain)
 
 
 def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -42,25 +45,3 @@ def run_migrate(args: argparse.Namespace, settings: Settings) -> int:
     print(f"database {report.database} at version {report.current_version}; applied: {applied}")
     print(f"  {redacted_dsn(dsn)}")
     return 0
-
-
-def run_verify_chain(args: argparse.Namespace, settings: Settings) -> int:
-    async def verify() -> int:
-        db = await open_app_database(settings)
-        try:
-            verdict = await verify_chain(db, args.tenant)
-        finally:
-            await db.close()
-        if verdict.rows == 0:
-            print(f"tenant {verdict.tenant_id}: no audit log rows (unknown tenant or empty log)")
-            return 1
-        for problem in verdict.problems:
-            print(f"BROKEN  {problem}")
-        state = "intact" if verdict.ok else "BROKEN"
-        print(
-            f"tenant {verdict.tenant_id}: chain {state}, {verdict.rows} rows,"
-            f" head seq {verdict.head_seq} {verdict.head_hash}"
-        )
-        return 0 if verdict.ok else 1
-
-    return asyncio.run(verify())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ def register(groups: Any) -> None:
 
     p = commands.add_parser(
         "platform", help="show the platform key id (creating the key file if there is none)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"key_id": ..., "public_key": HEX} (the key verifiers pin)',
     )
     p.set_defaults(handler=run_platform)
 
@@ -50,6 +56,9 @@ def run_platform(args: argparse.Namespace, settings: Settings) -> int:
         signer = load_platform_signer(settings, create=True)
     except (PlatformKeyError, KeyMaterialError, OSError) as exc:
         raise CommandError(str(exc)) from exc
+    if args.json:
+        print(json.dumps({"key_id": signer.key_id, "public_key": signer.public_key.hex()}))
+        return 0
     print(f"platform key id  {signer.key_id}")
     print(f"public key       {signer.public_key.hex()}")
     return 0

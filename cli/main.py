@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from cli import (
     api_commands,
+    audit_commands,
     bench_commands,
     db_commands,
     demo_commands,
@@ -17,6 +18,7 @@ from cli import (
     keys_commands,
     model_commands,
     pipeline_commands,
+    provenance_commands,
     schedule_commands,
     storage_commands,
     tenant_commands,
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(groups)
     schedule_commands.register(groups)
     demo_commands.register(groups)
+    provenance_commands.register(groups)
+    audit_commands.register(groups)
     return parser
 
 

@@ -1,5 +1,5 @@
-"""``rai model list | rollback | evaluate | evaluation``: model versions, rollback with its
-cooldown (M23), and the shadow evaluation (M24)."""
+"""``rai model list | rollback | evaluate | evaluation | download``: model versions, rollback
+with its cooldown (M23), the shadow evaluation (M24), and the artifact at its pinned version."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.objectstore import ObjectStore, ObjectStoreError
+from cli import provenance_commands
 from cli.common import open_app_database, parse_model_id, parse_tenant
 from cli.errors import CommandError
 from domain.policies import ROLLBACK_COOLDOWN, cooldown_ends_at
@@ -67,6 +68,7 @@ def register(groups: Any) -> None:
     p = commands.add_parser("evaluation", help="a shadow evaluation's progress or result")
     p.add_argument("--model-version", required=True, type=parse_model_id, metavar="ID")
     p.set_defaults(handler=run_evaluation)
+    provenance_commands.register_download(commands)
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -155,3 +155,29 @@ async def verify_chain(
         first_broken_seq=min(broken) if broken else None,
         hash_at=hash_at,
     )
+
+
+class TenantListError(Exception):
+    """The administrative login cannot see every tenant."""
+
+
+async def all_tenant_ids(admin_dsn: str) -> list[UUID]:
+    """Every tenant's id, read with the administrative login: ``rai_app`` sees one tenant at a
+    time by design (row-level security), so only a superuser or a BYPASSRLS role can list them
+    (for ``rai audit checkpoint --all``)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        sees_all = await conn.fetchval(
+            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+        )
+        if not sees_all:
+            raise TenantListError(
+                "the administrative login (RAI_DATABASE_URL) is neither a superuser nor"
+                " BYPASSRLS: row-level security hides the tenants from it; name one with --tenant"
+            )
+        ids: list[UUID] = [
+            row["id"] for row in await conn.fetch("SELECT id FROM rai.tenants ORDER BY created_at")
+        ]
+    finally:
+        await conn.close()
+    return ids
