@@ -175,7 +175,12 @@ def run_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
             for tenant in await tenants():
                 try:
                     stored = await services.checkpoints.checkpoint(tenant)
-                except (ChainBrokenError, NotFoundError) as exc:
+                except NotFoundError as exc:
+                    if args.tenant is not None:
+                        raise CommandError(str(exc), exit_code=EXIT_NOT_FOUND) from exc
+                    failed.append({"tenant_id": str(tenant), "error": str(exc)})
+                    continue
+                except ChainBrokenError as exc:
                     failed.append({"tenant_id": str(tenant), "error": str(exc)})
                     continue
                 written.append(
@@ -193,8 +198,6 @@ def run_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
         return written, failed
 
     written, failed = run_async(checkpoint_all, settings)
-    if args.tenant is not None and failed and failed[0]["error"].endswith("has no audit chain"):
-        raise CommandError(failed[0]["error"], exit_code=EXIT_NOT_FOUND)
     if args.json:
         print_json({"checkpoints": written, "failed": failed})
     else:

@@ -241,10 +241,19 @@ async def test_cli_checkpoint_and_verify_chain(
     code, out = await rai("db", "verify-chain", "--tenant", str(tenant), "--require-checkpoint")
     assert code == 1
     assert "BROKEN  no checkpoint yet" in out
+    other = await env.tenant("other farm")
+    code, out = await rai("audit", "checkpoint", "--all", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert sorted(c["tenant_id"] for c in report["checkpoints"]) == sorted(
+        [str(tenant), str(other)]
+    )
+    assert report["failed"] == []
     code, out = await rai("audit", "checkpoint", "--tenant", str(tenant), "--json")
     assert code == 0
     written = json.loads(out)["checkpoints"][0]
-    assert (written["size"], written["written"]) == (5, True)
+    assert written["written"] is False  # --all just wrote it
+    assert written["size"] == 5
     assert written["key"].startswith(tenant_prefix(tenant))
     code, out = await rai("db", "verify-chain", "--tenant", str(tenant), "--require-checkpoint")
     assert code == 0, out
@@ -265,3 +274,5 @@ async def test_cli_checkpoint_and_verify_chain(
     code, out = await rai("audit", "checkpoint", "--tenant", str(tenant))
     assert code == 1
     assert f"FAIL  tenant {tenant}: the audit chain of tenant {tenant} no longer reaches" in out
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert (await rai("audit", "checkpoint", "--tenant", unknown))[0] == 3
