@@ -1,26 +1,18 @@
-"""The RetrainingPipeline's activities: one method per step, over the services.
+"""The RetrainingPipeline's activities: one method per step, each over one service method.
 
-Built once by the worker with its clients (STYLE: activities are methods of classes that get
-their clients in ``__init__``). Every step maps failures with :func:`step_failures`.
+Built once by the worker with its services (STYLE: activities are methods of classes that get
+their clients in ``__init__``). An activity unpacks its input, calls the service, heartbeats
+where it waits, and maps failures with :func:`step_failures`; the decisions are the services'.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
 
 from activities.failures import step_failures
-from adapters.localjobs import JobSpec, JobState, LocalJobRunner, job_name_for
-from adapters.redis_mutex import Lease, TenantMutex
-from db.repository import Database
-from domain.model_status import ModelStatus
 from domain.pipeline import (
     ActivityName,
     AuditInput,
@@ -40,57 +32,33 @@ from domain.pipeline import (
     RegisterOutput,
     SnapshotInput,
     SnapshotOutput,
-    TrainedModel,
     TrainInput,
 )
-from domain.signing import Signer
-from services.bias import BiasAuditService
-from services.drift import DriftAnalysisService, Window
-from services.errors import BiasAuditRequiredError
-from services.evaluation import evaluate_model
-from services.pipeline import PipelineService
-from services.ports import ObjectStorePort
-from services.registry import ModelRegistryService, RegisterModel
-from trainer.job import CALLBACK_KEY_ENV
-
-AUDIT_GROUP = "region"
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """How training jobs are launched: where they write, whom they call back, their env."""
-
-    registry_bucket: str
-    callback_url: str | None
-    environment: Mapping[str, str]
-    poll_interval: timedelta = timedelta(seconds=2)
+from domain.training import TrainedModel
+from services.evaluation import ModelAuditService
+from services.leases import TenantLeases
+from services.pipeline import DriftCheck, PipelineService
+from services.registry import ModelRegistryService
+from services.training import TrainingService
 
 
 class PipelineActivities:
     def __init__(
         self,
         *,
-        db: Database,
-        store: ObjectStorePort,
-        mutex: TenantMutex,
+        leases: TenantLeases,
         pipeline: PipelineService,
-        drift: DriftAnalysisService,
+        drift: DriftCheck,
+        training: TrainingService,
+        audits: ModelAuditService,
         registry: ModelRegistryService,
-        audits: BiasAuditService,
-        jobs: LocalJobRunner,
-        platform: Signer,
-        training: TrainingConfig,
     ) -> None:
-        self._db = db
-        self._store = store
-        self._mutex = mutex
+        self._leases = leases
         self._pipeline = pipeline
         self._drift = drift
-        self._registry = registry
-        self._audits = audits
-        self._jobs = jobs
-        self._platform = platform
         self._training = training
+        self._audits = audits
+        self._registry = registry
 
     def training_activities(self) -> list[Callable[..., Any]]:
         """Everything on ``training-queue`` (drift analysis has a queue of its own)."""
@@ -111,37 +79,17 @@ class PipelineActivities:
     @activity.defn(name=ActivityName.ACQUIRE_LOCK)
     async def acquire_lock(self, request: LockRequest) -> LockResult:
         with step_failures():
-            newest = await self._pipeline.newest_fence(request.tenant_id)
-            lease = await self._mutex.acquire(request.tenant_id, request.holder, fence_floor=newest)
-        if lease is None:
-            return LockResult(lease=None)
-        return LockResult(
-            lease=LeaseInfo(
-                tenant_id=lease.tenant_id,
-                token=lease.token,
-                fence=lease.fence,
-                holder=lease.holder,
-            )
-        )
-
-    def _lease(self, info: LeaseInfo) -> Lease:
-        return Lease(
-            tenant_id=info.tenant_id,
-            token=info.token,
-            fence=info.fence,
-            holder=info.holder,
-            ttl=self._mutex.ttl,
-        )
+            return LockResult(lease=await self._leases.acquire(request.tenant_id, request.holder))
 
     @activity.defn(name=ActivityName.RENEW_LOCK)
     async def renew_lock(self, lease: LeaseInfo) -> bool:
         with step_failures():
-            return await self._mutex.renew(self._lease(lease))
+            return await self._leases.renew(lease)
 
     @activity.defn(name=ActivityName.RELEASE_LOCK)
     async def release_lock(self, lease: LeaseInfo) -> None:
         with step_failures():
-            await self._mutex.release(self._lease(lease))
+            await self._leases.release(lease)
 
     @activity.defn(name=ActivityName.CHECK_PRECONDITIONS)
     async def check_preconditions(self, request: PreconditionsInput) -> PreconditionsResult:
@@ -151,28 +99,8 @@ class PipelineActivities:
     @activity.defn(name=ActivityName.ANALYZE_DRIFT)
     async def analyze_drift(self, request: DriftInput) -> DriftOutput:
         with step_failures():
-            reference, current = request.reference_season, request.current_season
-            if reference is None or current is None:
-                seasons = await self._pipeline.latest_seasons(request.tenant_id)
-                if len(seasons) < 2:
-                    return DriftOutput(
-                        report_id=None,
-                        verdict="INSUFFICIENT_DATA",
-                        reference_season=None,
-                        current_season=None,
-                        detail="drift needs two seasons of events",
-                    )
-                current, reference = seasons[0], seasons[1]
-            report = await self._drift.generate_report(
-                request.tenant_id, Window(reference), Window(current)
-            )
-            return DriftOutput(
-                report_id=report.id,
-                verdict=report.result.verdict.value,
-                reference_season=reference,
-                current_season=current,
-                features={f.name: f.verdict.value for f in report.result.features},
-                detail=f"season {current} against {reference}",
+            return await self._drift.check(
+                request.tenant_id, request.reference_season, request.current_season
             )
 
     @activity.defn(name=ActivityName.SNAPSHOT_DATASET)
@@ -182,151 +110,35 @@ class PipelineActivities:
                 request.tenant_id, request.training_run_id, request.season
             )
 
-    def callback_signer(self, request: TrainInput) -> Signer:
-        """The run's callback key: derived from the platform key and the run id, so every
-        attempt (and a re-attaching worker) gives the job the same key without storing it."""
-        seed = hmac.new(
-            bytes.fromhex(self._platform.seed_hex()),
-            b"rai-level-d/callback-key/" + request.training_run_id.bytes,
-            hashlib.sha256,
-        ).digest()
-        return Signer(seed)
-
     @activity.defn(name=ActivityName.TRAIN_MODEL)
     async def train_model(self, request: TrainInput) -> TrainedModel:
-        """Launch the run's training job (or re-attach to it by name) and wait for it,
-        heartbeating the job name. A retry after a failed job launches a fresh one."""
+        """Launch the run's training job (or re-attach to it) and wait for it, heartbeating
+        the job's name: a retry resumes with the job its predecessor was waiting for."""
         with step_failures():
             info = activity.info()
-            signer = self.callback_signer(request)
-            await self._pipeline.start_training_run(
-                request.tenant_id,
-                request.training_run_id,
-                workflow_id=request.workflow_id,
-                fence=request.fence,
-                model_name=request.model_name,
-                dataset_uri=request.dataset_uri,
-                dataset_sha256=request.dataset_sha256,
-                callback_public_key=signer.public_key,
+            resumed = str(info.heartbeat_details[0]) if info.heartbeat_details else None
+            return await self._training.train(
+                request, attempt=info.attempt, resumed_job=resumed, heartbeat=activity.heartbeat
             )
-            job_name = await self._job_for_attempt(request, info)
-            await self._jobs.launch(self._job_spec(request, job_name, signer))
-            await self._pipeline.mark_running(request.tenant_id, request.training_run_id, job_name)
-            while True:
-                activity.heartbeat(job_name)
-                status = await self._jobs.status(job_name)
-                if status.state is JobState.SUCCEEDED and status.result is not None:
-                    result = status.result
-                    if not result.get("artifact_uri") or not result.get("artifact_sha256"):
-                        raise RuntimeError(f"training job {job_name} reported no artifact")
-                    return TrainedModel(
-                        artifact_uri=result["artifact_uri"],
-                        artifact_sha256=result["artifact_sha256"],
-                        metrics=result.get("metrics") or {},
-                    )
-                if status.state in (JobState.FAILED, JobState.SUCCEEDED):
-                    raise RuntimeError(f"training job {job_name} failed: {status.detail}")
-                await asyncio.sleep(self._training.poll_interval.total_seconds())
-
-    async def _job_for_attempt(self, request: TrainInput, info: activity.Info) -> str:
-        """The job this attempt waits for: the one an earlier attempt started, unless that
-        one failed (then a fresh job, named after the attempt)."""
-        base = job_name_for(request.training_run_id)
-        earlier = str(info.heartbeat_details[0]) if info.heartbeat_details else base
-        status = await self._jobs.status(earlier)
-        if status.state is JobState.FAILED:
-            return job_name_for(request.training_run_id, attempt=info.attempt)
-        return earlier
-
-    def _job_spec(self, request: TrainInput, job_name: str, signer: Signer) -> JobSpec:
-        prefix = (
-            f"s3://{self._training.registry_bucket}/models/{request.tenant_id}/"
-            f"{request.model_name}/{request.training_run_id}/{job_name}/"
-        )
-        argv = [
-            "-m",
-            "trainer",
-            "--tenant-id",
-            str(request.tenant_id),
-            "--training-run-id",
-            str(request.training_run_id),
-            "--model-name",
-            request.model_name,
-            "--dataset-uri",
-            request.dataset_uri,
-            "--dataset-sha256",
-            request.dataset_sha256,
-            "--output-prefix",
-            prefix,
-        ]
-        if self._training.callback_url:
-            argv += ["--callback-url", self._training.callback_url]
-        env = dict(self._training.environment)
-        env[CALLBACK_KEY_ENV] = signer.seed_hex()
-        return JobSpec(name=job_name, argv=tuple(argv), env=env)
 
     @activity.defn(name=ActivityName.REGISTER_MODEL)
     async def register_model(self, request: RegisterInput) -> RegisterOutput:
         with step_failures():
-            await self._pipeline.finish_run(request.tenant_id, request.training_run_id, "SUCCEEDED")
-            existing = await self._registry.version_of_training_run(
-                request.tenant_id, request.training_run_id
-            )
-            model = existing or await self._registry.register_model(
-                request.tenant_id,
-                RegisterModel(
-                    model_name=request.model_name,
-                    artifact_uri=request.artifact_uri,
-                    dataset_uri=request.dataset_uri,
-                    dataset_sha256=request.dataset_sha256,
-                    expected_artifact_sha256=request.artifact_sha256,
-                    training_run_id=request.training_run_id,
-                    drift_report_id=request.drift_report_id,
-                    metrics=request.metrics,
-                ),
-            )
-            return RegisterOutput(
-                model_version_id=model.id,
-                version=model.version,
-                artifact_sha256=model.artifact_sha256,
-            )
+            return await self._training.register(request)
 
     @activity.defn(name=ActivityName.AUDIT_MODEL)
     async def audit_model(self, request: AuditInput) -> AuditOutput:
         with step_failures():
-            evaluations = await evaluate_model(
-                self._db,
-                self._store,
-                request.tenant_id,
-                request.model_version_id,
-                request.season,
-                group_by=AUDIT_GROUP,
-            )
-            audit = await self._audits.audit(
-                request.tenant_id, request.model_version_id, evaluations, group_by=AUDIT_GROUP
-            )
-            ratio = audit.metrics.get("error_ratio")
-            return AuditOutput(
-                passed=audit.passed,
-                detail=f"bias audit {'passed' if audit.passed else 'failed'}:"
-                f" worst/best {AUDIT_GROUP} error ratio {ratio}",
+            return await self._audits.audit_model(
+                request.tenant_id, request.model_version_id, request.season
             )
 
     @activity.defn(name=ActivityName.PROMOTE_TO_SHADOW)
     async def promote_to_shadow(self, request: PromoteInput) -> None:
         with step_failures():
-            try:
-                await self._registry.promote_to_shadow(
-                    request.tenant_id, request.model_version_id, reason="retraining pipeline"
-                )
-            except BiasAuditRequiredError:
-                await self._registry.transition(
-                    request.tenant_id,
-                    request.model_version_id,
-                    ModelStatus.REJECTED,
-                    "bias audit did not pass",
-                )
-                raise
+            await self._registry.promote_to_shadow_or_reject(
+                request.tenant_id, request.model_version_id, reason="retraining pipeline"
+            )
 
     @activity.defn(name=ActivityName.DEAD_LETTER)
     async def dead_letter(self, request: DeadLetterInput) -> DeadLetterOutput:

@@ -1,17 +1,18 @@
 """The embedded job runner: training jobs as detached local processes.
 
-It implements :class:`JobRunner`, the port the Kubernetes launcher implements too: ``launch`` a
-named job (idempotent by name), ask its ``status``, ``cancel`` it. A job's name is derived from
-its training run (:func:`job_name_for`), so a worker that restarts after a crash finds the job
-its predecessor launched instead of starting a second one.
+It implements :class:`domain.jobs.JobRunner`, the port every job runner implements: ``launch``
+a named job (idempotent by name), ask its ``status``, ``cancel`` it. A job's name is derived
+from its training run (:func:`domain.jobs.job_name_for`), so a worker that restarts after a
+crash finds the job its predecessor launched instead of starting a second one.
 
 Each job lives in ``<state_dir>/jobs/<name>/``:
 
-``spec.json``     the launch intent: the trainer's command line (no secrets: the environment is
-                  recorded by variable name only) and when. Written *before* the process starts,
-                  so a launcher that dies mid-launch can cause a job that never ran (reported
-                  FAILED, a safe outcome) but never a second copy of one that did.
-``process.json``  the wrapper shell's PID and its ``/proc`` start time (``devstack.process``):
+``spec.json``     the launch intent: the trainer's command line, what the job is for, and when
+                  (no secrets: the environment and the secret environment are recorded by
+                  variable name only). Written *before* the process starts, so a launcher that
+                  dies mid-launch can cause a job that never ran (reported FAILED, a safe
+                  outcome) but never a second copy of one that did.
+``process.json``  the wrapper shell's PID and its ``/proc`` start time (``adapters.processes``):
                   a PID alone could be reused, the pair identifies the process.
 ``wrapper.pid``   the wrapper's own ``$$``, written first thing: if the launcher dies between
                   starting the process and saving ``process.json``, the process is still found
@@ -24,7 +25,7 @@ Each job lives in ``<state_dir>/jobs/<name>/``:
 and ``<state_dir>/jobs/<name>.lock`` serialises ``launch`` and ``cancel`` of one name across
 tasks and processes (``flock``; the kernel drops it if its holder dies).
 
-The process tree: ``devstack.process.spawn_detached`` starts a tiny ``/bin/sh`` wrapper in a new
+The process tree: ``adapters.processes.spawn_detached`` starts a tiny ``/bin/sh`` wrapper in a new
 session, not as our child, so it survives the launcher (the worker). The wrapper runs
 ``<python> -m trainer … --result-file <dir>/result.json`` as its child, waits for it and writes
 its exit status to ``exit_code``. The exit status has to be recorded by a parent because the
@@ -44,19 +45,17 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Protocol
-from uuid import UUID
+from typing import Final
 
-from devstack.errors import StackError
-from devstack.process import (
+from pydantic import ValidationError
+
+from adapters.processes import (
+    ProcessError,
     ProcessRecord,
     ProcessSlot,
     is_alive,
@@ -65,6 +64,17 @@ from devstack.process import (
     tail,
     terminate,
 )
+from domain.jobs import (
+    RESULT_FILE_OPTION,
+    JobHandle,
+    JobLaunchError,
+    JobRunnerError,
+    JobSpec,
+    JobState,
+    JobStatus,
+    is_job_name,
+)
+from domain.training import TrainingResult, TrainingStatus
 
 SPEC_FILE: Final = "spec.json"
 WRAPPER_PID_FILE: Final = "wrapper.pid"
@@ -72,11 +82,8 @@ LOG_FILE: Final = "job.log"
 RESULT_FILE: Final = "result.json"
 EXIT_CODE_FILE: Final = "exit_code"
 CANCELLED_FILE: Final = "cancelled"
-TRAINER_MODULE: Final = "trainer"
 LOG_TAIL_LINES: Final = 12
 
-# A Kubernetes object name (RFC 1123 label): the same names work for both runners.
-_JOB_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _LOCK_POLL_SECONDS = 0.05
 
 # $1: the job directory (also what identifies this process in /proc/<pid>/cmdline); the rest:
@@ -97,90 +104,6 @@ echo "$code" >"$dir/exit_code.tmp" && mv -f "$dir/exit_code.tmp" "$dir/exit_code
 """
 
 
-class JobState(StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    UNKNOWN = "UNKNOWN"
-
-
-class JobRunnerError(Exception):
-    """The runner could not do what was asked (not: the job failed; that is a JobStatus)."""
-
-
-class JobLaunchError(JobRunnerError):
-    """Nothing was started; launching again may succeed."""
-
-
-def job_name_for(training_run_id: UUID, attempt: int = 1) -> str:
-    """The job of a training run: ``rai-train-<the run id's 32 hex digits>``, plus ``-a<N>``
-    for a deliberate re-run (attempt N > 1). All 128 bits are kept: a prefix of a time-ordered
-    UUID would let two runs started in the same millisecond share a job."""
-    if attempt < 1:
-        raise ValueError("attempts count from 1")
-    name = f"rai-train-{training_run_id.hex}"
-    return name if attempt == 1 else f"{name}-a{attempt}"
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """A job to launch: its name, the interpreter's arguments (``("-m", "trainer", "--tenant-id",
-    …)``: the runner prepends the interpreter, as a container's ``command: [python]`` would, and
-    appends ``--result-file``, since it decides where it will look for the result) and the
-    extra environment (S3 settings, the callback key…)."""
-
-    name: str
-    argv: tuple[str, ...]
-    env: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not _JOB_NAME.fullmatch(self.name):
-            raise ValueError(
-                f"job name {self.name!r}: lowercase letters, digits and '-', at most 63"
-            )
-        if self.argv[:2] != ("-m", TRAINER_MODULE):
-            raise ValueError(f"a job runs the trainer: argv starts with -m {TRAINER_MODULE}")
-        if any(arg == "--result-file" or arg.startswith("--result-file=") for arg in self.argv):
-            raise ValueError("the runner sets --result-file itself")
-
-
-@dataclass(frozen=True)
-class JobHandle:
-    """A launched job. ``created`` is False when ``launch`` found the job already launched
-    and re-attached to it. ``pid`` and ``started_at`` are the wrapper process' as recorded
-    (None when it ended before it could be recorded)."""
-
-    name: str
-    created: bool
-    pid: int | None = None
-    started_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """Where a job is. ``result`` is the parsed result file once there is one; ``exit_code``
-    is the trainer's exit status once it has exited (if it was recorded)."""
-
-    name: str
-    state: JobState
-    detail: str
-    result: Mapping[str, Any] | None = None
-    exit_code: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (JobState.SUCCEEDED, JobState.FAILED)
-
-
-class JobRunner(Protocol):
-    async def launch(self, spec: JobSpec) -> JobHandle: ...
-
-    async def status(self, name: str) -> JobStatus: ...
-
-    async def cancel(self, name: str) -> None: ...
-
-
 def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text)
@@ -194,7 +117,7 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+def _read_result(path: Path) -> tuple[TrainingResult | None, str | None]:
     """(the result, None), (None, why it is unusable) or (None, None) when there is none."""
     text = _read_text(path)
     if text is None:
@@ -205,7 +128,10 @@ def _read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"unreadable result file: {exc}"
     if not isinstance(value, dict) or value.get("status") not in ("SUCCEEDED", "FAILED"):
         return None, "the result file has no SUCCEEDED/FAILED status"
-    return value, None
+    try:
+        return TrainingResult.model_validate(value), None
+    except ValidationError as exc:
+        return None, f"unusable result file: {exc.errors()[0]['msg']}"
 
 
 def _read_exit_code(path: Path) -> int | None:
@@ -281,7 +207,7 @@ class LocalJobRunner:
         self._lock_timeout = lock_timeout
 
     def job_dir(self, name: str) -> Path:
-        if not _JOB_NAME.fullmatch(name):
+        if not is_job_name(name):
             raise ValueError(f"not a job name: {name!r}")
         return self.jobs_dir / name
 
@@ -301,15 +227,19 @@ class LocalJobRunner:
                     started_at=record.started_at if record else None,
                 )
             await asyncio.to_thread(self._write_spec, directory, spec)
-            trainer = [self.python, *spec.argv, "--result-file", str(directory / RESULT_FILE)]
+            trainer = [self.python, *spec.argv, RESULT_FILE_OPTION, str(directory / RESULT_FILE)]
             try:
                 record = await spawn_detached(
                     ["/bin/sh", "-c", _WRAPPER, "rai-job", str(directory), *trainer],
                     log=directory / LOG_FILE,
                     cwd=directory,
-                    env={**(self._env if self._env is not None else os.environ), **spec.env},
+                    env={
+                        **(self._env if self._env is not None else os.environ),
+                        **spec.env,
+                        **spec.secret_env,
+                    },
                 )
-            except StackError:
+            except ProcessError:
                 # The wrapper ran and has already exited. It is launched either way (the intent
                 # stays: never a second copy); ``status`` says how it ended.
                 if await asyncio.to_thread((directory / EXIT_CODE_FILE).exists):
@@ -335,7 +265,14 @@ class LocalJobRunner:
             "name": spec.name,
             "python": self.python,
             "argv": list(spec.argv),
+            "origin": {
+                "tenant_id": str(spec.origin.tenant_id),
+                "training_run_id": str(spec.origin.training_run_id),
+                "attempt": spec.origin.attempt,
+                "model_name": spec.origin.model_name,
+            },
             "env_names": sorted(spec.env),
+            "secret_env_names": sorted(spec.secret_env),
             "launched_at": datetime.now(UTC).isoformat(),
         }
         temporary = directory / f".{SPEC_FILE}.tmp"
@@ -359,8 +296,8 @@ class LocalJobRunner:
         code = _read_exit_code(directory / EXIT_CODE_FILE)
 
         if result is not None:
-            succeeded = result["status"] == "SUCCEEDED"
-            detail = "succeeded" if succeeded else f"failed: {result.get('error')}"
+            succeeded = result.status is TrainingStatus.SUCCEEDED
+            detail = "succeeded" if succeeded else f"failed: {result.error}"
             if alive:
                 detail += " (the process is still finishing, e.g. sending its callback)"
             state = JobState.SUCCEEDED if succeeded else JobState.FAILED
@@ -396,7 +333,7 @@ class LocalJobRunner:
             await asyncio.to_thread(self._mark_cancelled, directory)
             try:
                 await terminate(record, self._stop_grace)
-            except StackError as exc:
+            except ProcessError as exc:
                 raise JobRunnerError(f"could not stop job {name}: {exc}") from exc
 
     @staticmethod

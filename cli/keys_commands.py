@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
-from cli.common import open_app_database, parse_tenant
+from cli.common import app_database, parse_tenant
 from cli.errors import CommandError
+from cli.output import add_json_flag, print_json
 from domain.signing import KeyMaterialError, Signer
 from services.keys import (
     PlatformKeyError,
@@ -28,26 +28,27 @@ def register(groups: Any) -> None:
     p = commands.add_parser(
         "platform", help="show the platform key id (creating the key file if there is none)"
     )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help='print {"key_id": ..., "public_key": HEX} (the key verifiers pin)',
-    )
+    add_json_flag(p)
     p.set_defaults(handler=run_platform)
 
     p = commands.add_parser("generate", help="make a device key pair; the seed goes to --out")
     p.add_argument("--out", required=True, type=Path, help="file for the private seed (0600)")
+    add_json_flag(p)
     p.set_defaults(handler=run_generate)
 
     p = commands.add_parser("register", help="register a public key for a tenant")
     p.add_argument("--tenant", required=True, type=parse_tenant)
     p.add_argument("--public-key", required=True, help="raw Ed25519 public key, 64 hex chars")
     p.add_argument("--purpose", choices=["device", "platform"], default="device")
+    add_json_flag(p)
     p.set_defaults(handler=run_register)
 
-    p = commands.add_parser("revoke", help="revoke a tenant's key")
+    p = commands.add_parser(
+        "revoke", help="revoke a tenant's key (exit 1 if it has no such active key)"
+    )
     p.add_argument("--tenant", required=True, type=parse_tenant)
     p.add_argument("key_id")
+    add_json_flag(p)
     p.set_defaults(handler=run_revoke)
 
 
@@ -57,7 +58,7 @@ def run_platform(args: argparse.Namespace, settings: Settings) -> int:
     except (PlatformKeyError, KeyMaterialError, OSError) as exc:
         raise CommandError(str(exc)) from exc
     if args.json:
-        print(json.dumps({"key_id": signer.key_id, "public_key": signer.public_key.hex()}))
+        print_json({"key_id": signer.key_id, "public_key": signer.public_key.hex()})
         return 0
     print(f"platform key id  {signer.key_id}")
     print(f"public key       {signer.public_key.hex()}")
@@ -72,6 +73,11 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"{args.out} exists; a key file is never overwritten") from None
     except OSError as exc:
         raise CommandError(f"cannot write {args.out}: {exc}") from exc
+    if args.json:
+        print_json(
+            {"key_id": signer.key_id, "public_key": signer.public_key.hex(), "seed_file": args.out}
+        )
+        return 0
     print(f"key id      {signer.key_id}")
     print(f"public key  {signer.public_key.hex()}")
     print(f"seed        {args.out} (keep it on the device)")
@@ -87,28 +93,29 @@ def run_register(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError("--public-key must be 32 bytes (64 hex characters)")
 
     async def register_it() -> str:
-        db = await open_app_database(settings)
-        try:
+        async with app_database(settings) as db:
             return await register_key(db, args.tenant, public_key, args.purpose)
-        finally:
-            await db.close()
 
     try:
-        print(asyncio.run(register_it()))
+        key_id = asyncio.run(register_it())
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+    if args.json:
+        print_json({"key_id": key_id, "tenant_id": args.tenant, "purpose": args.purpose})
+    else:
+        print(key_id)
     return 0
 
 
 def run_revoke(args: argparse.Namespace, settings: Settings) -> int:
     async def revoke_it() -> bool:
-        db = await open_app_database(settings)
-        try:
+        async with app_database(settings) as db:
             return await revoke_key(db, args.tenant, args.key_id)
-        finally:
-            await db.close()
 
     if not asyncio.run(revoke_it()):
         raise CommandError(f"tenant {args.tenant} has no active key {args.key_id}")
-    print(f"revoked {args.key_id}")
+    if args.json:
+        print_json({"key_id": args.key_id, "tenant_id": args.tenant, "revoked": True})
+    else:
+        print(f"revoked {args.key_id}")
     return 0

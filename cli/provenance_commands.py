@@ -1,10 +1,10 @@
-"""``rai provenance export | verify`` and ``rai model download``: provenance a third party can
-check with only a file and the platform's public key.
+"""``rai provenance export | verify``: provenance a third party can check with only a file and
+the platform's public key.
 
 ``export`` signs the attestation bundle of a model version (a DSSE envelope over an in-toto
 Statement, ``domain.attestation``); ``verify`` checks such a file with no database, no object
-store and no network; ``rai model download`` fetches the artifact at its pinned S3 version and
-checks its hash against the signed record.
+store and no network (only ``export`` imports the exporter and its S3 client). The artifact to
+check a bundle with comes from ``rai model download``.
 
 Exit codes: 0 ok; 1 a check failed (verify names the failed line); 2 usage; 3 not found (the
 model version, or a file given); 4 Postgres or S3 unreachable.
@@ -13,31 +13,31 @@ model version, or a file given); 4 Postgres or S3 unreachable.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adapters.objectstore import ObjectStore, ObjectStoreConfigError
-from cli.audit_commands import (
-    EXIT_FAILED,
-    EXIT_NOT_FOUND,
-    add_json_flag,
-    audit_services,
-    print_json,
-    run_async,
+from cli.common import (
+    app_database,
+    checkpoint_service,
+    object_store,
+    parse_model_id,
+    parse_tenant,
+    platform_signer,
+    trusted_keys,
 )
-from cli.common import open_app_database, parse_model_id, parse_tenant
-from cli.errors import CommandError
+from cli.errors import CommandError, NotFound
+from cli.output import add_json_flag, print_json
 from domain.attestation import verify_attestation
-from domain.dsse import Envelope
 from domain.trust import TrustedKeys
-from services.errors import GovernanceRefusal, NotFoundError
-from services.keys import PlatformKeyError, load_platform_signer
-from services.provenance import DownloadedArtifact, ProvenanceExporter, download_artifact
-from services.trust import TrustConfigError, trusted_keys_from_file_or_hex, trusted_platform_keys
+from services.trust import TrustConfigError, trusted_keys_from_file_or_hex
 from settings import Settings
+
+if TYPE_CHECKING:
+    from domain.dsse import Envelope
 
 
 def register(groups: Any) -> None:
@@ -76,20 +76,6 @@ def register(groups: Any) -> None:
     p.set_defaults(handler=run_verify)
 
 
-def register_download(commands: Any) -> None:
-    """``rai model download`` (registered by ``model_commands``)."""
-    p = commands.add_parser(
-        "download",
-        help="fetch a model version's artifact at its pinned S3 version; kept only if it hashes"
-        " to the signed record",
-    )
-    p.add_argument("model_version_id", type=parse_model_id, metavar="MODEL_VERSION_ID")
-    p.add_argument("--tenant", required=True, type=parse_tenant, help="tenant id (UUID)")
-    p.add_argument("--out", required=True, type=Path, help="where to write the artifact")
-    add_json_flag(p)
-    p.set_defaults(handler=run_download)
-
-
 def _trusted_key(value: str) -> TrustedKeys:
     try:
         return trusted_keys_from_file_or_hex(value)
@@ -98,34 +84,28 @@ def _trusted_key(value: str) -> TrustedKeys:
 
 
 def run_export(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        platform = load_platform_signer(settings)
-        trusted = trusted_platform_keys(settings)
-    except (PlatformKeyError, TrustConfigError) as exc:
-        raise CommandError(str(exc)) from exc
+    # Imported here: `rai provenance verify` needs neither S3's client nor the database.
+    from services.provenance import ProvenanceExporter
+
+    trusted = trusted_keys(settings)
+    platform = platform_signer(settings, trusted)
 
     async def export() -> Envelope:
-        async with audit_services(settings, sign=True) as services:
-            exporter = ProvenanceExporter(
-                services.db, services.store, platform, trusted, services.checkpoints
-            )
+        async with app_database(settings) as db, object_store(settings) as store:
+            checkpoints = checkpoint_service(settings, db, store, trusted, platform)
+            exporter = ProvenanceExporter(db, store, platform, trusted, checkpoints)
             return await exporter.export(args.tenant, args.model_version_id)
 
-    try:
-        envelope = run_async(export, settings)
-    except NotFoundError as exc:
-        raise CommandError(str(exc), exit_code=EXIT_NOT_FOUND) from exc
-    except GovernanceRefusal as exc:
-        raise CommandError(str(exc)) from exc
+    envelope = asyncio.run(export())
     data = envelope.to_json()
     _write_atomically(args.out, data)
     subject = _subject(envelope)
     if args.json:
         print_json(
             {
-                "out": str(args.out),
-                "model_version_id": str(args.model_version_id),
-                "tenant_id": str(args.tenant),
+                "out": args.out,
+                "model_version_id": args.model_version_id,
+                "tenant_id": args.tenant,
                 "payload_type": envelope.payload_type,
                 "subject": subject,
                 "key_id": platform.key_id,
@@ -154,15 +134,15 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(
             {
-                "file": str(args.file),
+                "file": args.file,
                 "model_version_id": report.model_version_id,
                 "verified": report.ok,
-                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in report.checks],
+                "checks": report.checks,
                 "artifact_checked": artifact is not None,
                 "dataset_checked": dataset is not None,
             }
         )
-        return 0 if report.ok else EXIT_FAILED
+        return 0 if report.ok else 1
     width = max(len(check.name) for check in report.checks)
     for check in report.checks:
         print(f"{'ok  ' if check.ok else 'FAIL'}  {check.name.ljust(width)}  {check.detail}")
@@ -174,49 +154,7 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
     failed = [check.name for check in report.checks if not check.ok]
     state = "VERIFIED" if not failed else f"NOT VERIFIED ({', '.join(failed)})"
     print(f"{args.file}: {state}")
-    return 0 if not failed else EXIT_FAILED
-
-
-def run_download(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        trusted = trusted_platform_keys(settings)
-        store = ObjectStore.from_settings(settings)
-    except (TrustConfigError, ObjectStoreConfigError) as exc:
-        raise CommandError(str(exc)) from exc
-    if args.out.is_dir():
-        raise CommandError(f"--out {args.out} is a directory; name the file to write")
-
-    async def download() -> DownloadedArtifact:
-        db = await open_app_database(settings)
-        try:
-            async with store:
-                return await download_artifact(
-                    db, store, trusted, args.tenant, args.model_version_id, args.out
-                )
-        finally:
-            await db.close()
-
-    try:
-        done = run_async(download, settings)
-    except NotFoundError as exc:
-        raise CommandError(str(exc), exit_code=EXIT_NOT_FOUND) from exc
-    except GovernanceRefusal as exc:
-        raise CommandError(str(exc)) from exc
-    if args.json:
-        print_json(
-            {
-                "out": str(done.path),
-                "model_version_id": str(args.model_version_id),
-                "artifact_uri": done.artifact_uri,
-                "sha256": done.sha256,
-                "size": done.size,
-            }
-        )
-        return 0
-    print(f"wrote     {done.path} ({done.size} bytes)")
-    print(f"from      {done.artifact_uri}")
-    print(f"sha256    {done.sha256} (matches the signed record)")
-    return 0
+    return 0 if not failed else 1
 
 
 def _subject(envelope: Envelope) -> dict[str, Any]:
@@ -228,7 +166,7 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise CommandError(f"no {what} file {path}", exit_code=EXIT_NOT_FOUND) from None
+        raise NotFound(f"no {what} file {path}") from None
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc}") from exc
 
@@ -238,7 +176,7 @@ def _sha256_of(path: Path, what: str) -> str:
         with path.open("rb") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except FileNotFoundError:
-        raise CommandError(f"no {what} file {path}", exit_code=EXIT_NOT_FOUND) from None
+        raise NotFound(f"no {what} file {path}") from None
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc}") from exc
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
+from adapters.processes import ProcessError
 
-class StackError(Exception):
-    """The local stack cannot do what was asked; ``str(exc)`` says why in one line.
-
-    ``log_tail`` holds the last lines of the log of a part that failed to start, so a caller
-    can show them under the one-line message.
-    """
-
-    def __init__(self, message: str, *, log_tail: str | None = None) -> None:
-        super().__init__(message)
-        self.log_tail = log_tail
+# The stack cannot do what was asked; ``str(exc)`` says why in one line, and ``log_tail`` holds
+# the last lines of the log of a part that failed to start. The stack's parts are processes
+# (``adapters.processes``), whose failures are the stack's: one type, so one ``except``.
+StackError = ProcessError
 
 
 class BinaryNotFoundError(StackError):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from domain.training import TrainedModel, TrainingReport
 
 TRAINING_QUEUE = "training-queue"
 DRIFT_QUEUE = "drift-analysis-queue"
@@ -126,47 +127,24 @@ class SnapshotOutput(_Message):
     rows: int
 
 
-class TrainedModel(_Message):
-    """What a successful training job produced."""
-
-    artifact_uri: str
-    artifact_sha256: str
-    metrics: dict[str, Any] = Field(default_factory=dict)
-
-
 TRAINING_FINISHED_SIGNAL = "training_finished"
 
 
-class TrainingOutcome(_Message):
-    """A training job's completion, as its signed callback reports it."""
+class TrainingOutcome(TrainingReport):
+    """A training job's completion, as its signed callback reports it (the signal's payload)."""
 
     training_run_id: UUID | None = None
-    status: str
-    artifact_uri: str | None = None
-    artifact_sha256: str | None = None
-    metrics: dict[str, Any] | None = None
-    error: str | None = None
-
-    def trained(self) -> TrainedModel | None:
-        if self.status != "SUCCEEDED" or not self.artifact_uri or not self.artifact_sha256:
-            return None
-        return TrainedModel(
-            artifact_uri=self.artifact_uri,
-            artifact_sha256=self.artifact_sha256,
-            metrics=self.metrics or {},
-        )
 
 
-class RegisterInput(_Message):
+class RegisterInput(TrainedModel):
+    """The trained model to register, and where it came from."""
+
     tenant_id: UUID
     training_run_id: UUID
     model_name: str
-    artifact_uri: str
-    artifact_sha256: str
     dataset_uri: str
     dataset_sha256: str
     drift_report_id: UUID | None
-    metrics: dict[str, Any]
 
 
 class RegisterOutput(_Message):

@@ -1,10 +1,10 @@
 """CallbackHandler (M20): signed completion callbacks of training and drift-analysis jobs.
 
-**Training** (``POST /v1/callbacks/training``) — the training job (``trainer.job``) posts
+**Training** (``POST /v1/callbacks/training``) — the training job posts
 ``{"document": D, "signature": HEX}``, ``D`` as built by
-:func:`trainer.job.training_callback_document` and signed ``DocumentKind.CALLBACK`` with the
-run's own callback key (derived per run by the pipeline activities; its public half is stored
-in ``training_runs.callback_public_key``). The handler
+:func:`domain.training.training_callback_document` and signed ``DocumentKind.CALLBACK`` with the
+run's own callback key (derived per run by :class:`services.training.TrainingService`; its
+public half is stored in ``training_runs.callback_public_key``). The handler
 
 1. parses the body (:class:`MalformedCallbackError` for anything malformed);
 2. looks the run up *in the tenant the document names* (row-level security: a run of another
@@ -44,20 +44,20 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal, Protocol, Self, TypeVar
+from typing import Annotated, Any, Final, Literal, Protocol, TypeVar
 from uuid import UUID
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from db.integrity import record_check
 from db.repository import Database
 from domain.canonical import CanonicalJsonError, canonical_sha256
 from domain.pipeline import TrainingOutcome
 from domain.signing import DocumentKind, verify
+from domain.training import TrainingCallbackDocument
 from services.errors import GovernanceRefusal, NotFoundError, SignatureInvalidError
 from services.platform import active_public_key
-from trainer.job import TrainingResult, TrainingStatus, training_callback_document
 
 log = logging.getLogger(__name__)
 
@@ -118,58 +118,6 @@ class WorkflowSignaller(Protocol):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrainingCallbackDocument(_Strict):
-    """What the training job signs; every key present (values may be null)."""
-
-    kind: Literal["training"]
-    tenant_id: UUID
-    training_run_id: UUID
-    status: TrainingStatus
-    artifact_uri: str | None
-    artifact_sha256: Sha256Hex | None
-    metrics: dict[str, Any] | None
-    error: str | None
-
-    @model_validator(mode="after")
-    def _complete(self) -> Self:
-        try:
-            self._result()
-        except ValidationError as exc:
-            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
-        return self
-
-    def _result(self) -> TrainingResult:
-        return TrainingResult(
-            status=self.status,
-            artifact_uri=self.artifact_uri,
-            artifact_sha256=self.artifact_sha256,
-            metrics=self.metrics,
-            error=self.error,
-        )
-
-    def signed_document(self) -> dict[str, Any]:
-        """The exact mapping the job signed, rebuilt by the job's own function."""
-        return training_callback_document(
-            tenant_id=self.tenant_id,
-            training_run_id=self.training_run_id,
-            status=self.status.value,
-            artifact_uri=self.artifact_uri,
-            artifact_sha256=self.artifact_sha256,
-            metrics=self.metrics,
-            error=self.error,
-        )
-
-    def outcome(self) -> TrainingOutcome:
-        return TrainingOutcome(
-            training_run_id=self.training_run_id,
-            status=self.status.value,
-            artifact_uri=self.artifact_uri,
-            artifact_sha256=self.artifact_sha256,
-            metrics=self.metrics,
-            error=self.error,
-        )
 
 
 class TrainingCallback(_Strict):
@@ -329,7 +277,10 @@ class CallbackHandler:
                 " on, nothing signalled",
             )
         try:
-            await self._signaller.signal_training_finished(workflow_id, document.outcome())
+            await self._signaller.signal_training_finished(
+                workflow_id,
+                TrainingOutcome(training_run_id=document.training_run_id, **document.report()),
+            )
         except WorkflowNotRunningError:
             return CallbackResult(
                 tenant,

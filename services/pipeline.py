@@ -1,6 +1,7 @@
-"""The retraining pipeline's bookkeeping: preconditions (M22, M23), the WORM training-data
-snapshot, training runs (fenced), dead letters (M8) and outcomes — one place, over the
-database and the object store, for the activities to call."""
+"""The retraining pipeline's bookkeeping: preconditions (M22, M23), the seasons to compare, the
+WORM training-data snapshot, training runs (fenced), dead letters (M8) and outcomes — one
+place, over the database and the object store, for the activities to call; and the drift step
+(:class:`DriftCheck`) over it and the drift service."""
 
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from db.repository import Database
 from domain.canonical import canonical_json
 from domain.pipeline import (
     DEAD_LETTER_QUEUE,
+    DriftOutput,
     PipelineOutcome,
     PipelineResult,
     PreconditionsResult,
     SnapshotOutput,
 )
 from domain.policies import cooldown_active, cooldown_ends_at
+from services.drift import DriftAnalysisService, Window
 from services.errors import GovernanceRefusal, NotFoundError
 from services.ports import ObjectStorePort
 
@@ -77,13 +80,21 @@ class PipelineService:
             newest: int | None = await conn.fetchval("SELECT max(fencing_token) FROM training_runs")
         return newest or 0
 
-    async def latest_seasons(self, tenant_id: UUID) -> list[str]:
-        """The tenant's seasons, newest first (season ids sort chronologically)."""
+    async def drift_seasons(
+        self, tenant_id: UUID, reference: str | None, current: str | None
+    ) -> tuple[str, str] | None:
+        """The (reference, current) seasons drift analysis compares: the pair asked for, or,
+        unless both are given, the tenant's two newest seasons (season ids sort
+        chronologically); None when the tenant has fewer than two."""
+        if reference is not None and current is not None:
+            return reference, current
         async with self._db.transaction(tenant_id) as conn:
             rows = await conn.fetch(
                 "SELECT DISTINCT season_id FROM learning_events ORDER BY season_id DESC LIMIT 2"
             )
-        return [row["season_id"] for row in rows]
+        if len(rows) < 2:
+            return None
+        return rows[1]["season_id"], rows[0]["season_id"]
 
     async def snapshot(self, tenant_id: UUID, training_run_id: UUID, season: str) -> SnapshotOutput:
         """Write the season's labelled events as JSON Lines to the WORM datasets bucket (the
@@ -257,6 +268,37 @@ class PipelineService:
                 result.outcome.value,
                 json.loads(result.model_dump_json()),
             )
+
+
+class DriftCheck:
+    """Step 3 of the pipeline: pick the seasons, have the drift service report on them."""
+
+    def __init__(self, pipeline: PipelineService, drift: DriftAnalysisService) -> None:
+        self._pipeline = pipeline
+        self._drift = drift
+
+    async def check(
+        self, tenant_id: UUID, reference: str | None, current: str | None
+    ) -> DriftOutput:
+        seasons = await self._pipeline.drift_seasons(tenant_id, reference, current)
+        if seasons is None:
+            return DriftOutput(
+                report_id=None,
+                verdict="INSUFFICIENT_DATA",
+                reference_season=None,
+                current_season=None,
+                detail="drift needs two seasons of events",
+            )
+        reference, current = seasons
+        report = await self._drift.generate_report(tenant_id, Window(reference), Window(current))
+        return DriftOutput(
+            report_id=report.id,
+            verdict=report.result.verdict.value,
+            reference_season=reference,
+            current_season=current,
+            features={f.name: f.verdict.value for f in report.result.features},
+            detail=f"season {current} against {reference}",
+        )
 
 
 async def list_dead_letters(

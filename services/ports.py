@@ -1,4 +1,8 @@
-"""The outside systems services depend on, as small Protocols (unit tests pass fakes)."""
+"""The outside systems services depend on, as small Protocols (unit tests pass fakes).
+
+The job runner's port is :class:`domain.jobs.JobRunner`: its adapters raise the port's errors,
+and adapters import nothing but ``domain``.
+"""
 
 from __future__ import annotations
 

@@ -271,6 +271,20 @@ class ModelRegistryService:
                 )
             await self._move(conn, tenant_id, row, ModelStatus.SHADOW, reason)
 
+    async def promote_to_shadow_or_reject(
+        self, tenant_id: UUID, model_version_id: UUID, reason: str = "promoted to shadow"
+    ) -> None:
+        """:meth:`promote_to_shadow`, except that a model whose bias audit did not pass (or
+        that has none) is REJECTED before the refusal is raised: the pipeline's candidate
+        either enters SHADOW or is settled, never left REGISTERED."""
+        try:
+            await self.promote_to_shadow(tenant_id, model_version_id, reason)
+        except BiasAuditRequiredError:
+            await self.transition(
+                tenant_id, model_version_id, ModelStatus.REJECTED, "bias audit did not pass"
+            )
+            raise
+
     async def transition(
         self, tenant_id: UUID, model_version_id: UUID, target: ModelStatus, reason: str
     ) -> None:

@@ -19,15 +19,8 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from trainer.job import (
-    TrainerSettings,
-    TrainingJobArgs,
-    TrainingResult,
-    exit_code,
-    run_job,
-    write_result_file,
-)
-from trainer.model import DEFAULT_L2_LAMBDA
+from domain.training import DEFAULT_L2_LAMBDA, TrainingJobArgs, TrainingResult
+from trainer.job import TrainerSettings, exit_code, run_job, write_result_file
 
 logger = logging.getLogger("trainer")
 

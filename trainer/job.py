@@ -1,66 +1,57 @@
 """The training job's I/O: dataset in, artifact and metrics out, result file, signed callback.
 
-The command line is ``python`` + :meth:`TrainingJobArgs.to_argv` (``-m trainer …``) plus
-``--result-file``::
-
-    --tenant-id UUID --training-run-id UUID --model-name NAME
-    --dataset-uri s3://bucket/key?versionId=V --dataset-sha256 HEX
-    --output-prefix s3://bucket/prefix/ [--callback-url URL] [--l2-lambda 1.0]
-    --result-file PATH
-
-Environment (read once by ``__main__`` through :class:`TrainerSettings`): the usual ``RAI_S3_*``
-settings, ``RAI_CALLBACK_SIGNING_KEY`` (hex Ed25519 seed, required with ``--callback-url``) and
-``RAI_TRAINING_EXTRA_SECONDS`` (simulated GPU time, slept after the dataset is read and before
-any output is written, so a chaos test can kill things mid-training).
+The command line and the environment are the job's contract with its launchers
+(:mod:`domain.training`); ``__main__`` parses the one and reads the other through
+:class:`TrainerSettings`. ``RAI_TRAINING_EXTRA_SECONDS`` (simulated GPU time) is slept after the
+dataset is read and before any output is written, so a chaos test can kill things mid-training.
 
 Steps: read the dataset object at its pinned version; refuse it unless its SHA-256 is the one
-given; parse and fit (``trainer.model``); write ``{prefix}model.json`` (the artifact) and
-``{prefix}metrics.json``, and read the artifact back to hash what S3 actually stored; write the
-result file atomically; then, with ``--callback-url``, POST the signed callback. Every expected
-failure (bad arguments, hash mismatch, unparsable snapshot, no labelled rows, S3 errors) ends as
-a FAILED result with a readable ``error``, exit code 1. A failed callback does not fail the job:
-the result file (and the launcher's polling) is the fallback.
+given; parse and fit (``trainer.model``); write ``{prefix}model.json`` (the artifact, format
+:mod:`domain.ridge`) and ``{prefix}metrics.json``, and read the artifact back to hash what S3
+actually stored; write the result file atomically; then, with ``--callback-url``, POST the
+signed callback (:func:`domain.training.callback_body`). Every expected failure (bad arguments,
+hash mismatch, unparsable snapshot, no labelled rows, S3 errors) ends as a FAILED result with a
+readable ``error``, exit code 1. A failed callback does not fail the job: the result file (and
+the launcher's polling) is the fallback.
 
-SIGTERM (what Kubernetes sends when a Job's pod is deleted, and what ``LocalJobRunner.cancel``
-sends) cancels the training step; the job still writes a FAILED result and calls back.
+SIGTERM (what Kubernetes sends when a Job's pod is deleted, and what the local job runner's
+``cancel`` sends) cancels the training step; the job still writes a FAILED result and calls
+back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import re
 import signal
-from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Final
 from urllib.parse import unquote, urlsplit
-from uuid import UUID
 
-import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 
+from adapters.callback_client import post_callback
 from adapters.objectstore import InvalidS3UriError, ObjectStore, ObjectStoreError, S3Uri
 from domain.canonical import canonical_json, sha256_hex
-from domain.signing import DocumentKind, KeyMaterialError, Signer
+from domain.signing import KeyMaterialError, Signer
+from domain.training import (
+    CALLBACK_KEY_ENV,
+    TrainingJobArgs,
+    TrainingResult,
+    TrainingStatus,
+    callback_body,
+)
 from settings import Settings
-from trainer.model import DEFAULT_L2_LAMBDA, SnapshotError, TrainingError, fit_ridge, parse_snapshot
+from trainer.model import SnapshotError, TrainingError, fit_ridge, parse_snapshot
 
 logger = logging.getLogger(__name__)
 
-CALLBACK_KEY_ENV: Final = "RAI_CALLBACK_SIGNING_KEY"
-EXTRA_SECONDS_ENV: Final = "RAI_TRAINING_EXTRA_SECONDS"
 ARTIFACT_NAME: Final = "model.json"
 METRICS_NAME: Final = "metrics.json"
-CALLBACK_KIND: Final = "training"
-
-CALLBACK_ATTEMPTS: Final = 4
-CALLBACK_FIRST_RETRY_SECONDS: Final = 0.5
-CALLBACK_TIMEOUT_SECONDS: Final = 10.0
 
 # The database's rule for model names (model_versions_model_name_format); checked here too so a
 # bad name fails the job up front instead of after the GPU time.
@@ -68,187 +59,11 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
-class TrainingStatus(StrEnum):
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-
-class TrainingResult(BaseModel):
-    """What the job reports, in the result file and (signed) in the callback."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    status: TrainingStatus
-    artifact_uri: str | None = None
-    artifact_sha256: str | None = None
-    metrics: dict[str, Any] | None = None
-    error: str | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> Self:
-        if self.status is TrainingStatus.SUCCEEDED:
-            if self.artifact_uri is None or self.artifact_sha256 is None or self.metrics is None:
-                raise ValueError("a SUCCEEDED result names its artifact, hash and metrics")
-            if self.error is not None:
-                raise ValueError("a SUCCEEDED result has no error")
-        elif self.error is None:
-            raise ValueError("a FAILED result says why")
-        return self
-
-    @classmethod
-    def failed(cls, error: str) -> TrainingResult:
-        return cls(status=TrainingStatus.FAILED, error=error)
-
-
 class TrainerSettings(Settings):
     """The platform settings plus the job's own two knobs (same ``RAI_`` prefix)."""
 
     callback_signing_key: SecretStr | None = None
     training_extra_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-
-
-def job_environment(
-    settings: Settings, *, callback_signing_key: str | None = None, extra_seconds: float = 0.0
-) -> dict[str, str]:
-    """The environment a launcher gives the job: S3 endpoint and credentials, the callback key,
-    the simulated GPU time. (Secrets: pass it as the process environment or a Kubernetes
-    Secret, never on the command line.)"""
-    env = {
-        "RAI_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-        "RAI_S3_REGION": settings.s3_region,
-        EXTRA_SECONDS_ENV: repr(float(extra_seconds)),
-    }
-    if settings.s3_access_key is not None:
-        env["RAI_S3_ACCESS_KEY"] = settings.s3_access_key
-    if settings.s3_secret_key is not None:
-        env["RAI_S3_SECRET_KEY"] = settings.s3_secret_key.get_secret_value()
-    if callback_signing_key is not None:
-        env[CALLBACK_KEY_ENV] = callback_signing_key
-    return env
-
-
-@dataclass(frozen=True)
-class TrainingJobArgs:
-    """The job's arguments (everything on the command line except ``--result-file``)."""
-
-    tenant_id: UUID
-    training_run_id: UUID
-    model_name: str
-    dataset_uri: str
-    dataset_sha256: str
-    output_prefix: str
-    callback_url: str | None = None
-    l2_lambda: float = DEFAULT_L2_LAMBDA
-
-    def to_argv(self) -> list[str]:
-        """The interpreter's arguments for these values: ``-m trainer --tenant-id …`` (the
-        launcher prepends the interpreter and adds ``--result-file``: it knows where it will
-        look for the result)."""
-        argv = [
-            "-m",
-            "trainer",
-            "--tenant-id",
-            str(self.tenant_id),
-            "--training-run-id",
-            str(self.training_run_id),
-            "--model-name",
-            self.model_name,
-            "--dataset-uri",
-            self.dataset_uri,
-            "--dataset-sha256",
-            self.dataset_sha256,
-            "--output-prefix",
-            self.output_prefix,
-            "--l2-lambda",
-            repr(self.l2_lambda),
-        ]
-        if self.callback_url is not None:
-            argv += ["--callback-url", self.callback_url]
-        return argv
-
-
-# -- the callback ---------------------------------------------------------------------------
-
-
-def training_callback_document(
-    *,
-    tenant_id: UUID,
-    training_run_id: UUID,
-    status: str,
-    artifact_uri: str | None,
-    artifact_sha256: str | None,
-    metrics: Mapping[str, Any] | None,
-    error: str | None,
-) -> dict[str, Any]:
-    """The mapping the job signs (``DocumentKind.CALLBACK``). The receiver rebuilds it with this
-    function from the fields it received, then verifies the signature over the rebuilt value."""
-    return {
-        "kind": CALLBACK_KIND,
-        "tenant_id": str(tenant_id),
-        "training_run_id": str(training_run_id),
-        "status": status,
-        "artifact_uri": artifact_uri,
-        "artifact_sha256": artifact_sha256,
-        "metrics": dict(metrics) if metrics is not None else None,
-        "error": error,
-    }
-
-
-def callback_body(args: TrainingJobArgs, result: TrainingResult, signer: Signer) -> bytes:
-    """The POST body: ``{"document": ..., "signature": hex}``, as canonical JSON."""
-    document = training_callback_document(
-        tenant_id=args.tenant_id,
-        training_run_id=args.training_run_id,
-        status=result.status.value,
-        artifact_uri=result.artifact_uri,
-        artifact_sha256=result.artifact_sha256,
-        metrics=result.metrics,
-        error=result.error,
-    )
-    signature = signer.sign(DocumentKind.CALLBACK, document).hex()
-    return canonical_json({"document": document, "signature": signature})
-
-
-async def post_callback(
-    url: str,
-    body: bytes,
-    *,
-    attempts: int = CALLBACK_ATTEMPTS,
-    first_retry_seconds: float = CALLBACK_FIRST_RETRY_SECONDS,
-    timeout_seconds: float = CALLBACK_TIMEOUT_SECONDS,
-) -> bool:
-    """POST ``body``; True once the receiver answers 2xx. Connection errors, timeouts, 429 and
-    5xx are retried with exponential backoff; any other answer is final (the receiver has
-    judged the callback, resending the same bytes cannot change its mind)."""
-    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for attempt in range(1, attempts + 1):
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    if response.status < 300:
-                        logger.info("callback delivered to %s (HTTP %d)", url, response.status)
-                        return True
-                    answer = (await response.text())[:300]
-                    reason = f"HTTP {response.status}: {answer}"
-                    if response.status < 500 and response.status != 429:
-                        logger.error("callback to %s refused: %s", url, reason)
-                        return False
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            if attempt < attempts:
-                delay = first_retry_seconds * 2 ** (attempt - 1)
-                logger.warning(
-                    "callback attempt %d/%d to %s failed (%s); retrying in %.1f s",
-                    attempt,
-                    attempts,
-                    url,
-                    reason,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-    logger.error("callback to %s not delivered after %d attempts: %s", url, attempts, reason)
-    return False
 
 
 # -- training -------------------------------------------------------------------------------
@@ -360,14 +175,29 @@ async def train(
 
 def write_result_file(path: Path, result: TrainingResult) -> None:
     """Write the result so that a reader sees either nothing or all of it (temporary file in
-    the same directory, flushed to disk, renamed over the target)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    the same directory, flushed to disk, renamed over the target).
+
+    Where no temporary file can be made beside the target or renamed over it, the target is
+    written in place: that is Kubernetes' termination-message file (``/dev/termination-log``),
+    a file the kubelet mounts into a directory the job may not write, and reads only after the
+    container has exited."""
+    data = canonical_json(result.model_dump(mode="json")) + b"\n"
     temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as out:
-        out.write(canonical_json(result.model_dump(mode="json")) + b"\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_synced(temporary, data)
+        temporary.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        _write_synced(path, data)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as out:
+        out.write(data)
         out.flush()
         os.fsync(out.fileno())
-    temporary.replace(path)
 
 
 async def _train_until_terminated(
@@ -423,7 +253,13 @@ async def run_job(
         logger.error("could not write the result file %s: %s", result_file, exc)
         result = TrainingResult.failed(f"could not write the result file: {exc}")
     if args.callback_url is not None and signer is not None:
-        await post_callback(args.callback_url, callback_body(args, result, signer))
+        body = callback_body(
+            tenant_id=args.tenant_id,
+            training_run_id=args.training_run_id,
+            result=result,
+            signer=signer,
+        )
+        await post_callback(args.callback_url, body)
     return result
 
 

@@ -45,10 +45,10 @@ with workflow.unsafe.imports_passed_through():
         RegisterOutput,
         SnapshotInput,
         SnapshotOutput,
-        TrainedModel,
         TrainingOutcome,
         TrainInput,
     )
+    from domain.training import TrainedModel
 
 MAX_ATTEMPTS = 5
 PIPELINE_RETRY = RetryPolicy(
@@ -95,6 +95,8 @@ class RetrainingPipeline:
         self._step = "starting"
         self._result: PipelineResult | None = None
         self._callback: TrainingOutcome | None = None
+        # The run being trained, once training has begun: callbacks are matched against it,
+        # and a dead letter names it.
         self._training_run_id: UUID | None = None
 
     @workflow.query(name="progress")
@@ -130,9 +132,8 @@ class RetrainingPipeline:
             )
         lease = lock.lease
         renewal = asyncio.create_task(self._keep_lease(lease))
-        training_run: list[TrainInput] = []
         try:
-            result = await self._pipeline(params, lease, training_run)
+            result = await self._pipeline(params, lease)
         except ActivityError as error:
             self._step = "dead-lettering"
             letter = await workflow.execute_activity(
@@ -142,7 +143,7 @@ class RetrainingPipeline:
                     workflow_id=info.workflow_id,
                     error=failure_message(error),
                     attempts=attempts_made(error),
-                    training_run_id=training_run[0].training_run_id if training_run else None,
+                    training_run_id=self._training_run_id,
                 ),
                 result_type=DeadLetterOutput,
                 start_to_close_timeout=SHORT_STEP,
@@ -152,7 +153,7 @@ class RetrainingPipeline:
                 tenant_id=params.tenant_id,
                 outcome=PipelineOutcome.FAILED_DEAD_LETTERED,
                 detail=failure_message(error),
-                training_run_id=training_run[0].training_run_id if training_run else None,
+                training_run_id=self._training_run_id,
                 dead_letter_id=letter.dead_letter_id,
             )
         finally:
@@ -166,9 +167,7 @@ class RetrainingPipeline:
             )
         return await self._finish(result)
 
-    async def _pipeline(
-        self, params: PipelineInput, lease: LeaseInfo, training_run: list[TrainInput]
-    ) -> PipelineResult:
+    async def _pipeline(self, params: PipelineInput, lease: LeaseInfo) -> PipelineResult:
         tenant = params.tenant_id
         self._step = "checking preconditions"
         pre = await workflow.execute_activity(
@@ -208,7 +207,6 @@ class RetrainingPipeline:
             return PipelineResult(tenant_id=tenant, outcome=outcome, detail=drift.detail, **found)
 
         run_id = workflow.uuid4()
-        self._training_run_id = run_id
         self._step = "snapshotting the training data"
         snapshot = await workflow.execute_activity(
             ActivityName.SNAPSHOT_DATASET,
@@ -226,7 +224,7 @@ class RetrainingPipeline:
             dataset_uri=snapshot.dataset_uri,
             dataset_sha256=snapshot.dataset_sha256,
         )
-        training_run.append(train)
+        self._training_run_id = run_id
         self._step = "training"
         training = await self._train(
             train, heartbeat_timeout=timedelta(seconds=params.training_heartbeat_seconds)

@@ -33,6 +33,8 @@ def worker_settings(
         platform_signing_key=SecretStr(env.platform.seed_hex()),
         temporal_address=temporal_address,
         redis_key_prefix=REDIS_KEY_PREFIX,
+        # The machine's shared Redis runs without an append-only file.
+        redis_require_aof=False,
         training_task_queue=f"training-{uuid.uuid4()}",
         drift_task_queue=f"drift-{uuid.uuid4()}",
     )

@@ -19,6 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from adapters.callback_client import post_callback
 from api.app import ApiDependencies, create_app
 from api.server import ApiConfig, ApiStartupError, running_api, training_callback_url
 from db.repository import Database
@@ -41,7 +42,6 @@ from tests.integration.callback_support import (
     training_body,
 )
 from tests.integration.services_env import ServicesEnv
-from trainer.job import post_callback
 
 pytestmark = pytest.mark.e2e
 

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 from domain.pipeline import TrainingOutcome, pipeline_workflow_id
 from domain.signing import DocumentKind, Signer
+from domain.training import TrainingResult, TrainingStatus, callback_body
 from services.callbacks import (
     WorkflowNotRunningError,
     WorkflowUnavailableError,
@@ -18,7 +19,6 @@ from services.callbacks import (
 from services.drift import DriftAnalysisService, DriftReportRecord, Window
 from services.pipeline import PipelineService
 from tests.integration.services_env import ServicesEnv
-from trainer.job import TrainingJobArgs, TrainingResult, TrainingStatus, callback_body
 
 ARTIFACT_URI = "s3://reg/models/model.json?versionId=v7"
 ARTIFACT_SHA = "ab" * 32
@@ -85,16 +85,14 @@ def training_body(
     signer: Signer | None = None,
     tenant: UUID | None = None,
 ) -> dict[str, Any]:
-    """The body exactly as the training job posts it (``trainer.job.callback_body``)."""
-    args = TrainingJobArgs(
+    """The body exactly as the training job posts it (``domain.training.callback_body``)."""
+    posted = callback_body(
         tenant_id=tenant or run.tenant_id,
         training_run_id=run.run_id,
-        model_name="yield",
-        dataset_uri="s3://data/x.jsonl",
-        dataset_sha256="cd" * 32,
-        output_prefix="s3://reg/models/",
+        result=result or succeeded(),
+        signer=signer or run.key,
     )
-    body: dict[str, Any] = json.loads(callback_body(args, result or succeeded(), signer or run.key))
+    body: dict[str, Any] = json.loads(posted)
     return body
 
 

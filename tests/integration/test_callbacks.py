@@ -13,6 +13,7 @@ import pytest
 
 from domain.pipeline import TrainingOutcome
 from domain.signing import Signer
+from domain.training import TrainingResult
 from services.callbacks import (
     CallbackHandler,
     CallbackOutcome,
@@ -38,7 +39,6 @@ from tests.integration.callback_support import (
     training_body,
 )
 from tests.integration.services_env import ServicesEnv
-from trainer.job import TrainingResult
 
 pytestmark = pytest.mark.integration
 

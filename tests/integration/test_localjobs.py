@@ -13,9 +13,10 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from adapters.localjobs import JobSpec, JobState, LocalJobRunner, job_name_for
+from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore
-from devstack.process import ProcessSlot, is_alive, parse_proc_stat
+from adapters.processes import ProcessSlot, is_alive, parse_proc_stat
+from domain.jobs import JobOrigin, JobSpec, JobState, job_name_for
 from settings import Settings
 from tests.integration.training_support import (
     Snapshot,
@@ -105,19 +106,24 @@ def test_job_names_are_deterministic_kubernetes_names() -> None:
         job_name_for(run, attempt=0)
 
 
+ORIGIN = JobOrigin(tenant_id=uuid4(), training_run_id=uuid4(), attempt=1, model_name="yield")
+
+
 @pytest.mark.parametrize("name", ["Rai-train", "-x", "x-", "a" * 64, "../etc", "a_b", ""])
 def test_a_job_name_must_be_a_kubernetes_name(name: str) -> None:
     with pytest.raises(ValueError, match="job name"):
-        JobSpec(name=name, argv=())
+        JobSpec(name=name, argv=(), origin=ORIGIN)
 
 
 def test_a_spec_runs_the_trainer_and_the_runner_owns_the_result_file() -> None:
     with pytest.raises(ValueError, match="-m trainer"):
-        JobSpec(name="job", argv=("-c", "print('anything')"))
+        JobSpec(name="job", argv=("-c", "print('anything')"), origin=ORIGIN)
     with pytest.raises(ValueError, match="--result-file"):
-        JobSpec(name="job", argv=("-m", "trainer", "--result-file", "elsewhere.json"))
+        JobSpec(
+            name="job", argv=("-m", "trainer", "--result-file", "elsewhere.json"), origin=ORIGIN
+        )
     with pytest.raises(ValueError, match="--result-file"):
-        JobSpec(name="job", argv=("-m", "trainer", "--result-file=elsewhere.json"))
+        JobSpec(name="job", argv=("-m", "trainer", "--result-file=elsewhere.json"), origin=ORIGIN)
 
 
 async def test_an_unknown_job(runner: LocalJobRunner) -> None:
@@ -268,7 +274,8 @@ async def test_cancel_stops_a_training_job(
     assert status.state is JobState.FAILED
     # The trainer turned SIGTERM into a FAILED result; the wrapper recorded its exit.
     assert status.result is not None
-    assert "terminated by SIGTERM" in status.result["error"]
+    assert status.result.error is not None
+    assert "terminated by SIGTERM" in status.result.error
     assert status.exit_code == 1
 
     await runner.cancel(spec.name)  # already over: nothing to do

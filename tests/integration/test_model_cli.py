@@ -1,6 +1,6 @@
-"""``rai model list | rollback | evaluate | evaluation`` through their argparse handlers, against
-the test's own database, the run's S3 server and (for the evaluation) the real Temporal dev
-server with a worker running ShadowEvaluation on the real activities."""
+"""``rai model list | rollback`` and ``rai evaluation start | status`` through their argparse
+handlers, against the test's own database, the run's S3 server and (for the evaluation) the
+real Temporal dev server with a worker running ShadowEvaluation on the real activities."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.promotion import PromotionActivities
-from cli import model_commands
+from cli import evaluation_commands, model_commands
 from cli.errors import CommandError
 from devstack.binaries import find_binary
 from domain.model_status import ModelStatus
@@ -63,14 +63,24 @@ def cli_settings(
     )
 
 
-async def rai_model(settings: Settings, *argv: str) -> int:
-    """Parse ``rai model ARGV`` and run its handler off the event loop, as the command would
+async def rai(settings: Settings, *argv: str) -> int:
+    """Parse ``rai ARGV`` and run its handler off the event loop, as the command would
     (handlers call asyncio.run)."""
     parser = argparse.ArgumentParser(prog="rai")
-    model_commands.register(parser.add_subparsers(dest="group", required=True))
-    args = parser.parse_args(["model", *argv])
+    groups = parser.add_subparsers(dest="group", required=True)
+    model_commands.register(groups)
+    evaluation_commands.register(groups)
+    args = parser.parse_args(argv)
     code: int = await asyncio.to_thread(args.handler, args, settings)
     return code
+
+
+async def rai_model(settings: Settings, *argv: str) -> int:
+    return await rai(settings, "model", *argv)
+
+
+async def rai_evaluation(settings: Settings, *argv: str) -> int:
+    return await rai(settings, "evaluation", *argv)
 
 
 async def test_rollback_restores_the_previous_version_and_names_the_cooldown(
@@ -118,15 +128,15 @@ async def test_rollback_without_a_production_version_is_a_clear_error(
         await rai_model(settings, "rollback", "--tenant", str(tenant), "--model", "yield")
 
 
-async def test_evaluate_refuses_a_bad_interval_before_calling_temporal(
+async def test_evaluation_start_refuses_a_bad_interval_before_calling_temporal(
     services_env: ServicesEnv, db_admin_dsn: str
 ) -> None:
     settings = cli_settings(services_env, db_admin_dsn)
     tenant = await services_env.tenant()
     with pytest.raises(CommandError, match="--check-every: not an interval: '1x'"):
-        await rai_model(
+        await rai_evaluation(
             settings,
-            "evaluate",
+            "start",
             "--tenant",
             str(tenant),
             "--model-version",
@@ -136,7 +146,7 @@ async def test_evaluate_refuses_a_bad_interval_before_calling_temporal(
         )
 
 
-async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
+async def test_evaluation_start_starts_the_shadow_evaluation_and_status_reports_it(
     services_env: ServicesEnv,
     db_admin_dsn: str,
     temporal: WorkflowEnvironment,
@@ -149,20 +159,20 @@ async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
     # Paired events, but younger than the evaluation's settle time (5 min): not counted yet.
     await Device(env, tenant).send(*[paired(5.0, {challenger: 5.0, champion: 6.0})] * 30)
     settings = cli_settings(env, db_admin_dsn, temporal)
-    evaluate = ["evaluate", "--tenant", str(tenant), "--model-version", str(challenger)]
+    start = ["start", "--tenant", str(tenant), "--model-version", str(challenger)]
     async with Worker(
         temporal.client,
         task_queue=settings.training_task_queue,
         workflows=[ShadowEvaluation],
         activities=PromotionActivities(db=env.db).activities(),
     ):
-        assert await rai_model(settings, *evaluate, "--check-every", "2h") == 0
+        assert await rai_evaluation(settings, *start, "--check-every", "2h") == 0
         out = capsys.readouterr().out
         assert f"workflow       shadow/{challenger} (run " in out
         assert "checks         every 2h" in out
         assert f"/workflows/shadow%2F{challenger}/" in out
         with pytest.raises(CommandError, match=f"shadow/{challenger} is already running"):
-            await rai_model(settings, *evaluate)
+            await rai_evaluation(settings, *start)
 
         handle: WorkflowHandle[ShadowEvaluation, EvaluationResult] = (
             temporal.client.get_workflow_handle(
@@ -173,7 +183,7 @@ async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
             if (await handle.query(ShadowEvaluation.progress)).checks:
                 break
             await asyncio.sleep(0.05)
-        assert await rai_model(settings, "evaluation", "--model-version", str(challenger)) == 0
+        assert await rai_evaluation(settings, "status", "--model-version", str(challenger)) == 0
         out = capsys.readouterr().out
         assert "state          RUNNING" in out
         assert "step           waiting for more paired outcomes" in out
@@ -181,5 +191,5 @@ async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
         assert f"champion       {champion}" in out
         await handle.terminate("test over")
         with pytest.raises(CommandError, match="no shadow evaluation shadow/"):
-            await rai_model(settings, "evaluation", "--model-version", str(champion))
+            await rai_evaluation(settings, "status", "--model-version", str(champion))
     assert (await statuses(env, tenant))[challenger] == "SHADOW"

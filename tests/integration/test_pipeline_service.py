@@ -141,3 +141,21 @@ async def test_dead_letters_and_outcomes(services_env: ServicesEnv) -> None:
             "SELECT outcome FROM integrity_checks WHERE check_type = 'pipeline.outcome'"
         )
     assert outcome == "NO_DRIFT"
+
+
+async def test_drift_compares_the_seasons_asked_for_or_the_two_newest(
+    services_env: ServicesEnv,
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    assert await service(env).drift_seasons(tenant, None, None) is None
+    await env.seed_events(tenant, "2024", 5, seed=1)
+    assert await service(env).drift_seasons(tenant, None, None) is None
+    await env.seed_events(tenant, "2026", 5, seed=2)
+    await env.seed_events(tenant, "2025", 5, seed=3)
+    assert await service(env).drift_seasons(tenant, None, None) == ("2025", "2026")
+    assert await service(env).drift_seasons(tenant, "2024", "2026") == ("2024", "2026")
+    # Half a pair is no pair: the newest two are compared.
+    assert await service(env).drift_seasons(tenant, "2024", None) == ("2025", "2026")
+    other = await env.tenant("other")
+    assert await service(env).drift_seasons(other, None, None) is None

@@ -1,4 +1,5 @@
-"""ModelRegistryService and BiasAuditService against real Postgres and the real S3 server."""
+"""ModelRegistryService, BiasAuditService and the pipeline's audit against real Postgres and the
+real S3 server."""
 
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ import pytest
 from db.repository import Database
 from domain.lineage import lineage_hash
 from domain.model_status import ModelStatus
+from domain.ridge import RidgeModel
 from domain.signing import DocumentKind, verify
 from services.bias import BiasAuditService, Evaluation
 from services.errors import (
     ArtifactHashMismatchError,
     ArtifactMissingError,
     BiasAuditRequiredError,
+    GovernanceRefusal,
     IllegalTransitionRefusal,
     NotFoundError,
     SignatureInvalidError,
 )
+from services.evaluation import ModelAuditService
 from services.registry import ModelRegistryService, RegisterModel, model_document
 from tests.integration.services_env import ServicesEnv
 
@@ -194,3 +198,65 @@ async def test_promotion_rollback_and_cooldown_clock(services_env: ServicesEnv) 
     assert await service.last_rollback_at(tenant) == rollback.at
     with pytest.raises(NotFoundError):
         await service.rollback(tenant, "moisture")
+
+
+async def test_the_pipelines_promotion_rejects_a_model_without_a_passed_audit(
+    services_env: ServicesEnv,
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    audits = BiasAuditService(env.db, env.platform, max_error_ratio=1.5, min_group_size=30)
+    uri, _ = await env.artifact(tenant)
+    unaudited = await registry(env).register_model(tenant, request(uri))
+    with pytest.raises(BiasAuditRequiredError, match="no bias audit"):
+        await registry(env).promote_to_shadow_or_reject(tenant, unaudited.id)
+    uri, _ = await env.artifact(tenant)
+    unfair = await registry(env).register_model(tenant, request(uri))
+    await audits.audit(tenant, unfair.id, evaluations(0.1, 0.5), group_by="region")
+    with pytest.raises(BiasAuditRequiredError, match="failed"):
+        await registry(env).promote_to_shadow_or_reject(tenant, unfair.id)
+    uri, _ = await env.artifact(tenant)
+    fair = await registry(env).register_model(tenant, request(uri))
+    await audits.audit(tenant, fair.id, evaluations(0.1, 0.12), group_by="region")
+    await registry(env).promote_to_shadow_or_reject(tenant, fair.id, reason="pipeline")
+
+    statuses = [row["status"] for row in await model_rows(env.db, tenant)]
+    assert statuses == ["REJECTED", "REJECTED", "SHADOW"]
+    async with env.db.transaction(tenant) as conn:
+        reasons = await conn.fetch(
+            "SELECT model_version_id, reason FROM model_status_history"
+            " WHERE to_status IN ('REJECTED', 'SHADOW') ORDER BY changed_at"
+        )
+    assert {(row["model_version_id"], row["reason"]) for row in reasons} == {
+        (unaudited.id, "bias audit did not pass"),
+        (unfair.id, "bias audit did not pass"),
+        (fair.id, "pipeline"),
+    }
+
+
+async def test_the_pipelines_audit_evaluates_the_model_on_a_season(
+    services_env: ServicesEnv,
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    await env.seed_events(tenant, "2026", 80)
+    mean_model = RidgeModel(features=(), intercept=5.0, l2_lambda=1.0)
+    uri, _ = await env.artifact(tenant, mean_model.to_bytes())
+    model = await registry(env).register_model(tenant, request(uri))
+    auditor = ModelAuditService(env.db, env.store, BiasAuditService(env.db, env.platform))
+
+    outcome = await auditor.audit_model(tenant, model.id, "2026")
+
+    async with env.db.transaction(tenant) as conn:
+        [audit] = await conn.fetch("SELECT passed, metrics FROM bias_audits")
+    assert outcome.passed is audit["passed"]
+    verdict = "passed" if audit["passed"] else "failed"
+    ratio = audit["metrics"]["error_ratio"]
+    assert outcome.detail == f"bias audit {verdict}: worst/best region error ratio {ratio}"
+    assert audit["metrics"]["group_by"] == "region"
+    assert sum(group["n"] for group in audit["metrics"]["groups"].values()) == 80
+
+    uri, _ = await env.artifact(tenant, b"not a model")
+    unreadable = await registry(env).register_model(tenant, request(uri))
+    with pytest.raises(GovernanceRefusal, match="cannot be loaded"):
+        await auditor.audit_model(tenant, unreadable.id, "2026")

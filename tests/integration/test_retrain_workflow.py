@@ -42,11 +42,11 @@ from domain.pipeline import (
     RegisterOutput,
     SnapshotInput,
     SnapshotOutput,
-    TrainedModel,
     TrainingOutcome,
     TrainInput,
 )
 from domain.policies import cooldown_active
+from domain.training import TrainedModel
 from workflows.retrain import PIPELINE_RETRY, RetrainingPipeline
 
 pytestmark = pytest.mark.integration

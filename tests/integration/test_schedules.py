@@ -20,16 +20,18 @@ from cli import schedule_commands
 from cli.errors import CommandError
 from devstack.binaries import find_binary
 from domain.pipeline import PipelineInput
-from scheduling import (
+from domain.schedules import schedule_id
+from settings import Settings
+from starter import (
+    ScheduleChange,
     ScheduleExistsError,
     ScheduleNotFoundError,
     ScheduleSummary,
+    apply_retrain_schedule,
     create_retrain_schedule,
     delete_retrain_schedule,
     list_retrain_schedules,
-    schedule_id,
 )
-from settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +135,39 @@ async def test_a_scheduled_run_starts_the_pipeline_with_a_schedule_trigger(
         await delete_retrain_schedule(client, tenant)
 
 
+async def test_apply_creates_then_changes_only_what_differs(
+    temporal: WorkflowEnvironment, settings: Settings
+) -> None:
+    client = temporal.client
+    tenant = uuid4()
+    first = await apply_retrain_schedule(client, settings, tenant, timedelta(hours=24))
+    try:
+        assert first.change is ScheduleChange.CREATED
+        assert first.schedule.intervals == (timedelta(hours=24),)
+        same = await apply_retrain_schedule(client, settings, tenant, timedelta(hours=24))
+        assert same.change is ScheduleChange.UNCHANGED
+        assert same.schedule.intervals == (timedelta(hours=24),)
+
+        await client.get_schedule_handle(schedule_id(tenant)).pause(note="operator")
+        faster = await apply_retrain_schedule(client, settings, tenant, timedelta(hours=6))
+        assert faster.change is ScheduleChange.UPDATED
+        assert (faster.schedule.intervals, faster.schedule.paused) == (
+            (timedelta(hours=6),),
+            True,  # an operator's pause survives a re-apply
+        )
+        moved = settings.model_copy(update={"training_task_queue": f"training-{uuid.uuid4()}"})
+        requeued = await apply_retrain_schedule(client, moved, tenant, timedelta(hours=6))
+        assert requeued.change is ScheduleChange.UPDATED
+        assert requeued.schedule.task_queue == moved.training_task_queue
+        assert (
+            await apply_retrain_schedule(client, moved, tenant, timedelta(hours=6))
+        ).change is ScheduleChange.UNCHANGED
+        description = await client.get_schedule_handle(schedule_id(tenant)).describe()
+        assert description.schedule.policy.catchup_window == timedelta(hours=6)
+    finally:
+        await delete_retrain_schedule(client, tenant)
+
+
 async def rai_schedule(settings: Settings, *argv: str) -> int:
     """Parse ``rai schedule ARGV`` and run its handler off the event loop, as the command
     would (handlers call asyncio.run)."""
@@ -163,6 +198,10 @@ async def test_the_schedule_commands(
 
     with pytest.raises(CommandError, match="already has a retraining schedule"):
         await rai_schedule(settings, "create", "--tenant", str(tenant), "--every", "1h")
+    assert await rai_schedule(settings, "apply", "--tenant", str(tenant), "--every", "1h") == 0
+    out = capsys.readouterr().out
+    assert f"updated retrain-schedule/{tenant}" in out
+    assert f"retrain-schedule/{tenant}  every 1h  overlap SKIP" in out
     assert await rai_schedule(settings, "delete", "--tenant", str(tenant)) == 0
     assert capsys.readouterr().out == f"deleted retrain-schedule/{tenant}\n"
     with pytest.raises(CommandError, match="has no retraining schedule"):

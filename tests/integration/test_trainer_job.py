@@ -15,10 +15,19 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from adapters.localjobs import JobState, LocalJobRunner
+from adapters.callback_client import post_callback
+from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore, S3Uri
 from domain.canonical import canonical_json
+from domain.jobs import JobState
+from domain.ridge import load_model
 from domain.signing import DocumentKind, Signer, verify
+from domain.training import (
+    TrainingJobArgs,
+    TrainingResult,
+    TrainingStatus,
+    training_callback_document,
+)
 from settings import Settings
 from tests.integration.training_support import (
     SOIL_EFFECTS,
@@ -31,17 +40,8 @@ from tests.integration.training_support import (
     training_args,
     wait_until_exited,
 )
-from trainer.job import (
-    TrainerSettings,
-    TrainingJobArgs,
-    TrainingResult,
-    TrainingStatus,
-    post_callback,
-    run_job,
-    train,
-    training_callback_document,
-)
-from trainer.model import fit_ridge, load_model, parse_snapshot
+from trainer.job import TrainerSettings, run_job, train
+from trainer.model import fit_ridge, parse_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -160,9 +160,10 @@ async def test_a_dataset_with_another_hash_is_refused(
     assert status.state is JobState.FAILED
     assert status.exit_code == 1
     assert status.result is not None
-    assert "SHA-256 mismatch" in status.result["error"]
-    assert snapshot.sha256 in status.result["error"]
-    assert status.result["artifact_uri"] is None
+    assert status.result.error is not None
+    assert "SHA-256 mismatch" in status.result.error
+    assert snapshot.sha256 in status.result.error
+    assert status.result.artifact_uri is None
     prefix = args.output_prefix.removeprefix(f"s3://{service_storage.s3_registry_bucket}/")
     assert await store.head(service_storage.s3_registry_bucket, prefix + "model.json") is None
     # A refusal is reported on the callback channel too, signed like a success.
@@ -194,18 +195,20 @@ async def test_the_completion_callback_is_signed(
     rebuilt = training_callback_document(
         tenant_id=args.tenant_id,
         training_run_id=args.training_run_id,
-        status=document["status"],
-        artifact_uri=document["artifact_uri"],
-        artifact_sha256=document["artifact_sha256"],
-        metrics=document["metrics"],
-        error=document["error"],
+        result=TrainingResult(
+            status=document["status"],
+            artifact_uri=document["artifact_uri"],
+            artifact_sha256=document["artifact_sha256"],
+            metrics=document["metrics"],
+            error=document["error"],
+        ),
     )
     assert rebuilt == document
     assert document["kind"] == "training"
     assert document["status"] == "SUCCEEDED"
-    assert document["artifact_uri"] == status.result["artifact_uri"]
-    assert document["artifact_sha256"] == status.result["artifact_sha256"]
-    assert document["metrics"] == status.result["metrics"]
+    assert document["artifact_uri"] == status.result.artifact_uri
+    assert document["artifact_sha256"] == status.result.artifact_sha256
+    assert document["metrics"] == status.result.metrics
     signature = bytes.fromhex(body["signature"])
     assert verify(signer.public_key, DocumentKind.CALLBACK, rebuilt, signature)
     assert not verify(Signer.generate().public_key, DocumentKind.CALLBACK, rebuilt, signature)

@@ -14,11 +14,13 @@ from uuid import uuid4
 
 import numpy as np
 
-from adapters.localjobs import JobSpec, JobStatus, LocalJobRunner, job_name_for
+from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore
-from devstack.process import ProcessSlot, is_alive
+from adapters.processes import ProcessSlot, is_alive
+from domain.jobs import JobOrigin, JobSpec, JobStatus, job_name_for
+from domain.training import TrainingJobArgs
+from services.training import job_environment
 from settings import Settings
-from trainer.job import TrainingJobArgs, job_environment
 
 SOIL_EFFECTS = {"clay": -1.5, "loam": 0.0, "sand": 1.0}
 
@@ -87,12 +89,20 @@ def job_spec(
     extra_seconds: float = 0.0,
     callback_key: str | None = None,
 ) -> JobSpec:
+    environment = job_environment(settings, extra_seconds=extra_seconds)
+    if callback_key is not None:
+        environment = environment.with_callback_key(callback_key)
     return JobSpec(
         name=job_name_for(args.training_run_id),
         argv=tuple(args.to_argv()),
-        env=job_environment(
-            settings, callback_signing_key=callback_key, extra_seconds=extra_seconds
+        origin=JobOrigin(
+            tenant_id=args.tenant_id,
+            training_run_id=args.training_run_id,
+            attempt=1,
+            model_name=args.model_name,
         ),
+        env=environment.env,
+        secret_env=environment.secret_env,
     )
 
 

@@ -12,19 +12,17 @@ from pydantic import SecretStr, ValidationError
 
 from domain.canonical import canonical_json
 from domain.signing import DocumentKind, Signer, verify
-from settings import Settings
-from trainer.__main__ import _settings_problem, parse_command_line
-from trainer.job import (
-    TrainerSettings,
+from domain.training import (
     TrainingJobArgs,
     TrainingResult,
     TrainingStatus,
     callback_body,
-    job_environment,
-    parse_output_prefix,
     training_callback_document,
-    write_result_file,
 )
+from services.training import job_environment
+from settings import Settings
+from trainer.__main__ import _settings_problem, parse_command_line
+from trainer.job import TrainerSettings, parse_output_prefix, write_result_file
 
 pytestmark = pytest.mark.unit
 
@@ -106,7 +104,14 @@ def test_the_callback_document_and_its_signature() -> None:
         artifact_sha256="b" * 64,
         metrics={"n_train": 10, "validation_r2": None},
     )
-    body = json.loads(callback_body(args, result, signer))
+    body = json.loads(
+        callback_body(
+            tenant_id=args.tenant_id,
+            training_run_id=args.training_run_id,
+            result=result,
+            signer=signer,
+        )
+    )
     assert body["document"] == {
         "kind": "training",
         "tenant_id": str(args.tenant_id),
@@ -120,11 +125,13 @@ def test_the_callback_document_and_its_signature() -> None:
     rebuilt = training_callback_document(
         tenant_id=args.tenant_id,
         training_run_id=args.training_run_id,
-        status="SUCCEEDED",
-        artifact_uri=result.artifact_uri,
-        artifact_sha256=result.artifact_sha256,
-        metrics=result.metrics,
-        error=None,
+        result=TrainingResult(
+            status=TrainingStatus.SUCCEEDED,
+            artifact_uri=result.artifact_uri,
+            artifact_sha256=result.artifact_sha256,
+            metrics=result.metrics,
+            error=None,
+        ),
     )
     assert rebuilt == body["document"]
     signature = bytes.fromhex(body["signature"])
@@ -153,10 +160,10 @@ def test_the_job_environment_is_what_the_trainer_reads(monkeypatch: pytest.Monke
         s3_secret_key=SecretStr("SK"),
     )
     seed = Signer.generate().seed_hex()
-    env = job_environment(settings, callback_signing_key=seed, extra_seconds=2.5)
+    environment = job_environment(settings, extra_seconds=2.5).with_callback_key(seed)
     for name in [name for name in os.environ if name.startswith("RAI_")]:
         monkeypatch.delenv(name)
-    for name, value in env.items():
+    for name, value in {**environment.env, **environment.secret_env}.items():
         monkeypatch.setenv(name, value)
     read = TrainerSettings()
     assert read.s3_endpoint_url == "http://s3.test:8333"

@@ -10,17 +10,19 @@ import numpy as np
 import pytest
 
 from domain.canonical import canonical_json
-from trainer.model import (
+from domain.ridge import (
     MODEL_FORMAT,
     CategoricalFeature,
-    LearningEvent,
     ModelFormatError,
     NumericFeature,
+    load_model,
+)
+from trainer.model import (
+    LearningEvent,
     SnapshotError,
     TrainingError,
     fit_ridge,
     in_validation_split,
-    load_model,
     parse_snapshot,
 )
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.process import (
+from adapters.processes import (
     ProcessRecord,
     ProcessSlot,
     is_alive,

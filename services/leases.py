@@ -1,0 +1,44 @@
+"""The pipeline's tenant lease (M21, M25): the Redis mutex, fenced above every fence the
+database has seen, in the workflow's vocabulary (:class:`domain.pipeline.LeaseInfo`)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from adapters.redis_mutex import Lease, TenantMutex
+from domain.pipeline import LeaseInfo
+from services.pipeline import PipelineService
+
+
+class TenantLeases:
+    def __init__(self, mutex: TenantMutex, pipeline: PipelineService) -> None:
+        self._mutex = mutex
+        self._pipeline = pipeline
+
+    async def acquire(self, tenant_id: UUID, holder: str) -> LeaseInfo | None:
+        """The tenant's lease, or None while someone else holds it. Its fence is above the
+        newest fence a training run of the tenant was recorded with, so a Redis that lost its
+        counter still hands out a fence the database accepts."""
+        newest = await self._pipeline.newest_fence(tenant_id)
+        lease = await self._mutex.acquire(tenant_id, holder, fence_floor=newest)
+        if lease is None:
+            return None
+        return LeaseInfo(
+            tenant_id=lease.tenant_id, token=lease.token, fence=lease.fence, holder=lease.holder
+        )
+
+    async def renew(self, info: LeaseInfo) -> bool:
+        """False once the lease is lost."""
+        return await self._mutex.renew(self._lease(info))
+
+    async def release(self, info: LeaseInfo) -> None:
+        await self._mutex.release(self._lease(info))
+
+    def _lease(self, info: LeaseInfo) -> Lease:
+        return Lease(
+            tenant_id=info.tenant_id,
+            token=info.token,
+            fence=info.fence,
+            holder=info.holder,
+            ttl=self._mutex.ttl,
+        )
