@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     # a 32-byte seed in hex, or a file holding it (created 0600 by ``rai keys platform``).
     platform_signing_key: SecretStr | None = None
     platform_key_file: Path | None = None
+    # The platform public key(s) verifiers trust (``rai verify model``, ``rai db verify-chain``,
+    # ``rai model download``): hex, several separated by commas or whitespace (a rotation), or a
+    # file holding them. Never read from the database being verified. Unset: the public half
+    # of the platform signing key above (the local stack's default).
+    trusted_platform_key: str | None = None
+    trusted_platform_key_file: Path | None = None
 
     # The embedded local stack (``rai dev``): where it keeps state and which ports it uses.
     state_dir: Path = Path(".rai")

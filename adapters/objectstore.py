@@ -27,6 +27,7 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -476,6 +477,56 @@ class ObjectStore:
             version_id=answer.get("VersionId"),
             etag=_unquote_etag(answer.get("ETag", "")),
         )
+
+    async def download(
+        self, bucket: str, key: str, version_id: str | None, destination: Path
+    ) -> ContentDigest:
+        """Write the object's bytes to ``destination`` (created or truncated) while hashing
+        them, streamed like ``stream_sha256``; file writes run on a worker thread."""
+        request = self._get_request(bucket, key, version_id)
+        digest = hashlib.sha256()
+        size = 0
+        with destination.open("wb") as out, s3_errors("GET", bucket, key, version_id):
+            answer = await self.client.get_object(**request)
+            body = answer["Body"]
+            try:
+                batch = bytearray()
+                async for chunk in body.iter_chunks(_READ_CHUNK_BYTES):
+                    batch += chunk
+                    if len(batch) >= HASH_BATCH_BYTES:
+                        size += len(batch)
+                        data = bytes(batch)
+                        await asyncio.to_thread(digest.update, data)
+                        await asyncio.to_thread(out.write, data)
+                        batch.clear()
+                size += len(batch)
+                digest.update(batch)
+                out.write(batch)
+            finally:
+                body.close()
+        return ContentDigest(
+            sha256_hex=digest.hexdigest(),
+            size=size,
+            version_id=answer.get("VersionId"),
+            etag=_unquote_etag(answer.get("ETag", "")),
+        )
+
+    async def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (latest versions), in S3's order: sorted by key."""
+        keys: list[str] = []
+        token: str | None = None
+        with s3_errors("LIST", bucket, prefix):
+            while True:
+                if token is None:
+                    page = await self.client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+                else:
+                    page = await self.client.list_objects_v2(
+                        Bucket=bucket, Prefix=prefix, ContinuationToken=token
+                    )
+                keys += [item["Key"] for item in page.get("Contents", []) if "Key" in item]
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or token is None:
+                    return sorted(keys)
 
     async def copy(
         self,

@@ -1,8 +1,9 @@
-"""What several subcommands share: UUID arguments, and opening the outside services so that
-every command reports their trouble the same way -- exit 4 (:class:`ServiceUnavailable`) when
-Postgres, S3 or Temporal cannot be reached, exit 3 (:class:`NotFound`) when what the command
-names does not exist, exit 1 for any other refusal -- each as one line naming what failed and
-what to try next."""
+"""What several subcommands share: UUID arguments, the pinned platform keys, and opening the
+outside services (the audit chain's checkpoints among them) so that every command reports
+their trouble the same way -- exit 4 (:class:`ServiceUnavailable`) when Postgres, S3 or
+Temporal cannot be reached, exit 3 (:class:`NotFound`) when what the command names does not
+exist, exit 1 for any other refusal -- each as one line naming what failed and what to try
+next."""
 
 from __future__ import annotations
 
@@ -17,13 +18,18 @@ import asyncpg
 from cli.errors import CommandError, NotFound, ServiceUnavailable
 from db.migrate import MigrationError, MigrationReport, migrate
 from db.repository import Database, UnsafeDatabaseRoleError
+from domain.signing import KeyMaterialError, Signer
+from domain.trust import TrustedKeys
 from services.errors import GovernanceRefusal, NotFoundError
+from services.keys import PlatformKeyError, load_platform_signer
+from services.trust import TrustConfigError, trusted_platform_keys
 from settings import Settings, redacted_dsn
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
     from adapters.objectstore import ObjectStore
+    from services.checkpoints import CheckpointService
 
 STACK_HINT = '`rai dev up`, then `eval "$(rai dev env)"`'
 
@@ -155,3 +161,49 @@ async def object_store(settings: Settings) -> AsyncIterator[ObjectStore]:
         ) from exc
     except ObjectStoreError as exc:
         raise CommandError(one_line(str(exc))) from exc
+
+
+def trusted_keys(settings: Settings) -> TrustedKeys:
+    """The platform keys pinned in configuration (``services.trust``), never read from the
+    database being checked; a configuration problem is one line."""
+    try:
+        return trusted_platform_keys(settings)
+    except TrustConfigError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def platform_signer(settings: Settings, trusted: TrustedKeys) -> Signer:
+    """The platform signing key, refused unless ``trusted`` holds it: what it signs (bundles,
+    checkpoints) would not verify."""
+    try:
+        signer = load_platform_signer(settings)
+    except (PlatformKeyError, KeyMaterialError, OSError) as exc:
+        raise CommandError(str(exc)) from exc
+    if signer.key_id not in trusted:
+        raise CommandError(
+            f"the platform key {signer.key_id} is not among the trusted keys"
+            f" ({trusted.describe()}): what it signs would not verify;"
+            " set RAI_TRUSTED_PLATFORM_KEY to include it"
+        )
+    return signer
+
+
+def checkpoint_service(
+    settings: Settings,
+    db: Database,
+    store: ObjectStore,
+    trusted: TrustedKeys,
+    platform: Signer | None = None,
+) -> CheckpointService:
+    """The audit chain's checkpoints in the WORM datasets bucket; ``platform`` signs new ones
+    (not needed to assess the chain)."""
+    from services.checkpoints import CheckpointService
+
+    return CheckpointService(
+        db,
+        store,
+        trusted,
+        bucket=settings.s3_datasets_bucket,
+        retention_days=settings.dataset_retention_days,
+        platform=platform,
+    )

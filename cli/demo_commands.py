@@ -18,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from pydantic import SecretStr
 
 from adapters.storage_setup import init_storage
-from cli.common import app_database, migrate_database, object_store, temporal
+from cli.common import app_database, migrate_database, object_store, temporal, trusted_keys
 from cli.errors import CommandError
 from cli.output import add_json_flag, print_json
 from db.repository import Database
@@ -200,7 +200,7 @@ async def _demo(settings: Settings, tenant_name: str, *, as_json: bool) -> int:
 
         progress.step(7, "rai verify model")
         async with object_store(settings) as store:
-            checks = await ProvenanceVerifier(db, store).verify_model(
+            checks = await ProvenanceVerifier(db, store, trusted_keys(settings)).verify_model(
                 tenant, result.model_version_id
             )
     for check in checks:

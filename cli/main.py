@@ -34,6 +34,8 @@ GROUPS = {
     "drift": "cli.drift_commands",
     "bench": "cli.bench_commands",
     "verify": "cli.verify_commands",
+    "provenance": "cli.provenance_commands",
+    "audit": "cli.audit_commands",
     "worker": "cli.worker_commands",
     "api": "cli.api_commands",
     "pipeline": "cli.pipeline_commands",

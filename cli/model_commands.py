@@ -1,24 +1,27 @@
-"""``rai model list | rollback``: a tenant's model versions, and rollback with its cooldown
-(M23). The shadow evaluation is ``rai evaluation``."""
+"""``rai model list | rollback | download``: a tenant's model versions, rollback with its
+cooldown (M23), and a version's artifact at its pinned S3 version. The shadow evaluation is
+``rai evaluation``; a version's signed provenance is ``rai provenance``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from cli.common import app_database, object_store, parse_tenant
+from cli.common import app_database, object_store, parse_model_id, parse_tenant, trusted_keys
 from cli.errors import CommandError
 from cli.output import add_json_flag, print_json
 from domain.policies import ROLLBACK_COOLDOWN, cooldown_ends_at
 from services.keys import PlatformKeyError, load_platform_signer
 from services.promotion import ModelVersionSummary, list_model_versions
+from services.provenance import DownloadedArtifact, download_artifact
 from services.registry import ModelRegistryService, Rollback
 from settings import Settings
 
 
 def register(groups: Any) -> None:
-    model = groups.add_parser("model", help="model versions: list, rollback")
+    model = groups.add_parser("model", help="model versions: list, rollback, download")
     commands = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
     p = commands.add_parser("list", help="a tenant's model versions and their status")
     p.add_argument("--tenant", required=True, type=parse_tenant)
@@ -35,6 +38,17 @@ def register(groups: Any) -> None:
     p.add_argument("--reason", default="manual rollback", help="recorded with the move")
     add_json_flag(p)
     p.set_defaults(handler=run_rollback)
+    p = commands.add_parser(
+        "download",
+        help="fetch a model version's artifact at its pinned S3 version; kept only if it hashes"
+        " to the record signed by a pinned platform key (exit 3 if the tenant has no such"
+        " version)",
+    )
+    p.add_argument("model_version_id", type=parse_model_id, metavar="MODEL_VERSION_ID")
+    p.add_argument("--tenant", required=True, type=parse_tenant, help="tenant id (UUID)")
+    p.add_argument("--out", required=True, type=Path, help="where to write the artifact")
+    add_json_flag(p)
+    p.set_defaults(handler=run_download)
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -89,4 +103,36 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
         f"cooldown       {ROLLBACK_COOLDOWN.days} days: no retraining of this tenant until"
         f" {ends:%Y-%m-%d %H:%M:%S %Z}"
     )
+    return 0
+
+
+def run_download(args: argparse.Namespace, settings: Settings) -> int:
+    out: Path = args.out
+    if out.is_dir():
+        raise CommandError(f"--out {out} is a directory; name the file to write")
+    if not out.parent.is_dir():
+        raise CommandError(f"--out {out}: no directory {out.parent}")
+    trusted = trusted_keys(settings)
+
+    async def download() -> DownloadedArtifact:
+        async with app_database(settings) as db, object_store(settings) as store:
+            return await download_artifact(
+                db, store, trusted, args.tenant, args.model_version_id, out
+            )
+
+    done = asyncio.run(download())
+    if args.json:
+        print_json(
+            {
+                "out": done.path,
+                "model_version_id": args.model_version_id,
+                "artifact_uri": done.artifact_uri,
+                "sha256": done.sha256,
+                "size": done.size,
+            }
+        )
+        return 0
+    print(f"wrote     {done.path} ({done.size} bytes)")
+    print(f"from      {done.artifact_uri}")
+    print(f"sha256    {done.sha256} (matches the signed record)")
     return 0

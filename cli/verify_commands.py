@@ -1,4 +1,5 @@
-"""``rai verify model``: a model version's whole provenance, recomputed."""
+"""``rai verify model``: a model version's whole provenance, recomputed, against the platform
+key pinned in configuration (``services.trust``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 from typing import Any
 from uuid import UUID
 
-from cli.common import app_database, object_store, parse_model_id, parse_tenant
+from cli.common import app_database, object_store, parse_model_id, parse_tenant, trusted_keys
 from cli.errors import NotFound
 from cli.output import add_json_flag, print_json
 from services.verify import Check, ProvenanceVerifier
@@ -19,8 +20,9 @@ def register(groups: Any) -> None:
     commands = parser.add_subparsers(dest="verify_command", required=True, metavar="COMMAND")
     p = commands.add_parser(
         "model",
-        help="check a model version's artifact hash, signature, lineage, drift report and"
-        " bias audit; exit 1 on any failure, 3 if the tenant has no such version",
+        help="check a model version's artifact hash, signature, lineage, drift report, bias"
+        " audit and dataset snapshot against the pinned platform key; exit 1 on any failure,"
+        " 3 if the tenant has no such version",
     )
     p.add_argument("model_version_id", type=parse_model_id, metavar="MODEL_VERSION_ID")
     p.add_argument("--tenant", required=True, type=parse_tenant, help="tenant id (UUID)")
@@ -29,9 +31,11 @@ def register(groups: Any) -> None:
 
 
 def run_verify_model(args: argparse.Namespace, settings: Settings) -> int:
+    trusted = trusted_keys(settings)
+
     async def verify_it() -> list[Check]:
         async with app_database(settings) as db, object_store(settings) as store:
-            return await ProvenanceVerifier(db, store).verify_model(
+            return await ProvenanceVerifier(db, store, trusted).verify_model(
                 args.tenant, args.model_version_id
             )
 

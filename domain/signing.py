@@ -76,6 +76,13 @@ class Signer:
     def sign(self, kind: DocumentKind, document: Mapping[str, Any]) -> bytes:
         return self._key.sign(signed_bytes(kind, document)).signature
 
+    def sign_framed(self, message: bytes) -> bytes:
+        """Sign bytes of a format that frames itself and cannot be mistaken for
+        :func:`signed_bytes` of any kind: DSSE's pre-authentication encoding (it starts
+        ``DSSEv1 ``) and a checkpoint note (its first line is a log origin, never
+        ``rai-level-d/<kind>/v1``). Nothing else may be passed here."""
+        return self._key.sign(message).signature
+
     def __repr__(self) -> str:
         return f"Signer(key_id={self.key_id!r})"
 
@@ -84,10 +91,15 @@ def verify(
     public_key: bytes, kind: DocumentKind, document: Mapping[str, Any], signature: bytes
 ) -> bool:
     """True only for a valid signature of exactly this kind and document."""
+    return verify_framed(public_key, signed_bytes(kind, document), signature)
+
+
+def verify_framed(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True only for a valid signature of exactly ``message`` (see :meth:`Signer.sign_framed`)."""
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     try:
-        VerifyKey(public_key).verify(signed_bytes(kind, document), signature)
+        VerifyKey(public_key).verify(message, signature)
     except BadSignatureError:
         return False
     return True

@@ -3,15 +3,17 @@
 Everything is recomputed from the stored bytes, nothing is taken on trust: the artifact's
 SHA-256 (at the recorded S3 version), the model version's Ed25519 signature, the lineage chain
 up to its root (every ancestor's hash and signature), the drift report that led to it (the S3
-object at its recorded version hashes to the recorded value and carries a valid signature) and
-its latest bias audit (signature and hash).
+object at its recorded version hashes to the recorded value and carries a valid signature), its
+latest bias audit (signature and hash) and the dataset snapshot (re-hashed at its recorded
+version). Signatures are checked against the platform keys pinned in the verifier's
+configuration (``services.trust``), never against keys found in the database it verifies: a
+database administrator who re-signs rows with a key of their own gets them refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
@@ -19,45 +21,37 @@ import asyncpg
 from adapters.objectstore import InvalidS3UriError, ObjectStoreError, S3Uri
 from db.repository import Database
 from domain.canonical import canonical_sha256
+from domain.checks import Check
 from domain.lineage import lineage_hash
 from domain.signing import DocumentKind, verify
+from domain.trust import TrustedKeys
 from services.ports import ObjectStorePort
 from services.registry import bias_audit_document, model_document
 
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
+__all__ = ["Check", "ProvenanceVerifier", "signed_by_trusted_key"]
 
 
-async def _signed_by_platform(
-    conn: asyncpg.Connection,
+def signed_by_trusted_key(
+    trusted: TrustedKeys,
     key_id: str,
     kind: DocumentKind,
     document: dict[str, object],
     signature: bytes,
 ) -> str | None:
-    """None when the signature verifies with the tenant's registered platform key, else why not."""
-    row = await conn.fetchrow(
-        "SELECT public_key, revoked_at FROM signing_keys"
-        " WHERE key_id = $1 AND purpose = 'platform'",
-        key_id,
-    )
-    if row is None:
-        return f"signing key {key_id} is not a registered platform key"
-    if row["revoked_at"] is not None:
-        return f"signing key {key_id} is revoked"
-    if not verify(row["public_key"], kind, document, signature):
+    """None when the signature verifies with the pinned platform key it names, else why not."""
+    public_key = trusted.get(key_id)
+    if public_key is None:
+        return f"signed by key {key_id}, which is not a trusted platform key ({trusted.describe()})"
+    if not verify(public_key, kind, document, signature):
         return f"signature does not verify with key {key_id}"
     return None
 
 
 class ProvenanceVerifier:
-    def __init__(self, db: Database, store: ObjectStorePort) -> None:
+    def __init__(self, db: Database, store: ObjectStorePort, trusted: TrustedKeys) -> None:
         self._db = db
         self._store = store
+        self._trusted = trusted
 
     async def verify_model(self, tenant_id: UUID, model_version_id: UUID) -> list[Check]:
         async with self._db.transaction(tenant_id, isolation="repeatable_read") as conn:
@@ -74,8 +68,8 @@ class ProvenanceVerifier:
                 )
             ]
             checks.append(await self._artifact(model))
-            problem = await _signed_by_platform(
-                conn,
+            problem = signed_by_trusted_key(
+                self._trusted,
                 model["key_id"],
                 DocumentKind.MODEL_VERSION,
                 model_document(model).document(),
@@ -85,6 +79,7 @@ class ProvenanceVerifier:
             checks.append(await self._lineage(conn, model))
             checks.append(await self._drift_report(conn, model["drift_report_id"]))
             checks.append(await self._bias_audit(conn, model_version_id))
+        checks.append(await self._dataset(model))
         return checks
 
     async def _artifact(self, model: asyncpg.Record) -> Check:
@@ -102,6 +97,26 @@ class ProvenanceVerifier:
                 f"artifact hashes to {digest.sha256_hex}, recorded {model['artifact_sha256']}",
             )
         return Check("artifact sha256", True, f"{digest.sha256_hex} ({digest.size} bytes)")
+
+    async def _dataset(self, model: asyncpg.Record) -> Check:
+        name = "dataset sha256"
+        try:
+            uri = S3Uri.parse(model["dataset_uri"])
+        except InvalidS3UriError as exc:
+            return Check(name, False, f"the recorded dataset URI is not an S3 URI: {exc}")
+        if uri.version_id is None:
+            return Check(name, False, f"{uri} names no S3 version: its bytes are not pinned")
+        try:
+            digest = await self._store.stream_sha256(uri.bucket, uri.key, uri.version_id)
+        except ObjectStoreError as exc:
+            return Check(name, False, f"cannot read the recorded dataset snapshot: {exc}")
+        if digest.sha256_hex != model["dataset_sha256"]:
+            return Check(
+                name,
+                False,
+                f"the snapshot hashes to {digest.sha256_hex}, recorded {model['dataset_sha256']}",
+            )
+        return Check(name, True, f"{digest.sha256_hex} ({digest.size} bytes)")
 
     async def _lineage(self, conn: asyncpg.Connection, model: asyncpg.Record) -> Check:
         node: asyncpg.Record | None = model
@@ -130,8 +145,8 @@ class ProvenanceVerifier:
             if node["lineage_hash"] != expected:
                 return Check("lineage chain", False, f"lineage hash of {node['id']} is wrong")
             if node is not model:
-                problem = await _signed_by_platform(
-                    conn,
+                problem = signed_by_trusted_key(
+                    self._trusted,
                     node["key_id"],
                     DocumentKind.MODEL_VERSION,
                     model_document(node).document(),
@@ -161,8 +176,8 @@ class ProvenanceVerifier:
             report = json.loads(body)
         except ValueError:
             return Check(name, False, "the stored report is not JSON")
-        problem = await _signed_by_platform(
-            conn, row["key_id"], DocumentKind.DRIFT_REPORT, report, row["signature"]
+        problem = signed_by_trusted_key(
+            self._trusted, row["key_id"], DocumentKind.DRIFT_REPORT, report, row["signature"]
         )
         if problem:
             return Check(name, False, problem)
@@ -181,8 +196,8 @@ class ProvenanceVerifier:
         document = bias_audit_document(row).document()
         if canonical_sha256(document) != row["report_sha256"]:
             return Check(name, False, "the audit does not hash to the recorded sha256")
-        problem = await _signed_by_platform(
-            conn, row["key_id"], DocumentKind.BIAS_AUDIT, document, row["signature"]
+        problem = signed_by_trusted_key(
+            self._trusted, row["key_id"], DocumentKind.BIAS_AUDIT, document, row["signature"]
         )
         if problem:
             return Check(name, False, problem)

@@ -2,13 +2,15 @@
 subprocess against one shared set of real parts for the file (a migrated database, the run's
 SeaweedFS buckets, the Temporal dev server, Redis, and an in-process worker on the real
 activities). Every reporting command is run with ``--json`` and its stdout parsed as exactly one
-JSON document; "not found" exits 3, an unreachable service 4, bad usage 2."""
+JSON document; "not found" exits 3, an unreachable service 4, bad usage 2. ``rai provenance
+verify`` runs with every service unreachable."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import csv
+import hashlib
 import json
 import os
 import secrets
@@ -261,6 +263,60 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     versions = await run("model", "list", "--tenant", str(tenant))
     assert [(v["id"], v["status"]) for v in versions["model_versions"]] == [(model, "SHADOW")]
 
+    # Provenance: a signed bundle and the artifact, checked with nothing else reachable.
+    artifact_sha256 = started["result"]["artifact_sha256"]
+    bundle = world.state / "model.intoto.json"
+    exported = await run(
+        "provenance", "export", model, "--tenant", str(tenant), "--out", str(bundle)
+    )
+    assert (exported["model_version_id"], exported["tenant_id"]) == (model, str(tenant))
+    assert exported["subject"]["digest"]["sha256"] == artifact_sha256
+    assert exported["key_id"] == platform["key_id"]
+    assert exported["sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    artifact = world.state / "model.json"
+    downloaded = await run(
+        "model", "download", model, "--tenant", str(tenant), "--out", str(artifact)
+    )
+    assert (downloaded["out"], downloaded["sha256"]) == (str(artifact), artifact_sha256)
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == artifact_sha256
+    nowhere = closed_port()
+    offline = {
+        **{k: v for k, v in env.items() if not k.startswith("RAI_")},
+        "RAI_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{nowhere}/none",
+        "RAI_S3_ENDPOINT_URL": f"http://127.0.0.1:{nowhere}",
+        "RAI_TEMPORAL_ADDRESS": f"127.0.0.1:{nowhere}",
+        "RAI_STATE_DIR": str(world.state / "offline"),
+    }
+    verify = ("provenance", "verify", str(bundle), "--trusted-key", platform["public_key"])
+    offline_check = await ok(offline, *verify, "--artifact", str(artifact))
+    covered.add(("provenance", "verify"))
+    assert (offline_check["model_version_id"], offline_check["verified"]) == (model, True)
+    assert (offline_check["artifact_checked"], offline_check["dataset_checked"]) == (True, False)
+    assert all(check["ok"] for check in offline_check["checks"])
+    flipped = bytearray(artifact.read_bytes())
+    flipped[0] ^= 1
+    tampered = world.state / "tampered-model.json"
+    tampered.write_bytes(bytes(flipped))
+    # A failed check exits 1 and still answers with its one document.
+    failed_check = await ok(offline, *verify, "--artifact", str(tampered), code=1)
+    assert failed_check["verified"] is False
+    assert [c["name"] for c in failed_check["checks"] if not c["ok"]] == ["artifact bytes"]
+
+    # The audit chain's head, signed into the WORM bucket; verify-chain holds the chain to it.
+    signed = await run("audit", "checkpoint", "--tenant", str(tenant))
+    assert signed["failed"] == []
+    [head] = signed["checkpoints"]
+    assert (head["tenant_id"], head["bucket"]) == (str(tenant), world.settings.s3_datasets_bucket)
+    assert head["signed_by"] == platform["key_id"]
+    chain = await run("db", "verify-chain", "--tenant", str(tenant), "--require-checkpoint")
+    assert (chain["ok"], chain["head_seq"]) == (True, head["size"])
+    assert chain["head_hash"] == head["head_hash"]
+    assert chain["checkpoints"]["checked"] is True
+    assert chain["checkpoints"]["uncovered_rows"] == 0
+    assert [(f["key"], f["holds"]) for f in chain["checkpoints"]["findings"]] == [
+        (head["key"], True)
+    ]
+
     evaluation = await run("evaluation", "start", "--tenant", str(tenant), "--model-version", model)
     assert (evaluation["workflow_id"], evaluation["check_every"]) == (f"shadow/{model}", "1h")
     # With no production version yet, the challenger becomes the first one at once.
@@ -322,17 +378,24 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
 async def test_not_found_exits_3(world: World) -> None:
     env, unknown = world.env, str(uuid4())
     tenant = str(await world.services.tenant("empty farm"))
+    key = world.services.platform.public_key.hex()
+    nowhere = world.state / f"{unknown}.out"
     for argv in (
         ("pipeline", "status", "--tenant", tenant),
         ("evaluation", "status", "--model-version", unknown),
         ("evaluation", "start", "--tenant", tenant, "--model-version", unknown),
         ("verify", "model", unknown, "--tenant", tenant),
+        ("provenance", "export", unknown, "--tenant", tenant, "--out", str(nowhere)),
+        ("provenance", "verify", str(world.state / f"{unknown}.json"), "--trusted-key", key),
+        ("model", "download", unknown, "--tenant", tenant, "--out", str(nowhere)),
+        ("audit", "checkpoint", "--tenant", unknown),
         ("model", "rollback", "--tenant", tenant, "--model", "yield"),
         ("dlq", "resolve", "--tenant", tenant, unknown),
         ("schedule", "delete", "--tenant", tenant),
     ):
         message = await refused(env, 3, *argv)
         assert unknown in message or tenant in message or "no PRODUCTION" in message, message
+    assert not nowhere.exists()
     ran = await rai(env, "pipeline", "status", "--tenant", tenant)  # the same without --json
     assert (ran.code, ran.out) == (3, "")
     assert ran.err == f"rai: error: no pipeline run retrain/{tenant}\n"
@@ -365,8 +428,16 @@ async def test_an_unreachable_service_exits_4(world: World) -> None:
         world.settings.model_copy(update={"app_database_url": None}),
         RAI_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{port}/rai",
     )
-    message = await refused(no_postgres, 4, "model", "list", "--tenant", tenant)
-    assert message.startswith(f"cannot connect to postgresql://rai_app@127.0.0.1:{port}/rai: ")
+    out = str(world.state / "unreachable.out")
+    argv: tuple[str, ...]
+    for argv in (
+        ("model", "list", "--tenant", tenant),
+        ("model", "download", str(uuid4()), "--tenant", tenant, "--out", out),
+        ("provenance", "export", str(uuid4()), "--tenant", tenant, "--out", out),
+        ("audit", "checkpoint", "--tenant", tenant),
+    ):
+        message = await refused(no_postgres, 4, *argv)
+        assert message.startswith(f"cannot connect to postgresql://rai_app@127.0.0.1:{port}/rai: ")
     message = await refused(no_postgres, 4, "db", "migrate")
     assert message.startswith(f"cannot connect to postgresql://postgres@127.0.0.1:{port}/")
 
@@ -376,8 +447,15 @@ async def test_an_unreachable_service_exits_4(world: World) -> None:
         assert message.startswith(f"cannot reach Temporal at 127.0.0.1:{port}: "), message
 
     no_s3 = {**world.env, "RAI_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    message = await refused(no_s3, 4, "storage", "check")
-    assert message.startswith(f"cannot reach S3 at http://127.0.0.1:{port} ("), message
+    # A tenant that exists, so that both commands get as far as reading its checkpoints.
+    known = str(await world.services.tenant("farm without S3"))
+    for argv in (
+        ("storage", "check"),
+        ("audit", "checkpoint", "--tenant", known),
+        ("db", "verify-chain", "--tenant", known),
+    ):
+        message = await refused(no_s3, 4, *argv)
+        assert message.startswith(f"cannot reach S3 at http://127.0.0.1:{port} ("), message
 
 
 async def test_bad_usage_exits_2_and_answers_in_json(world: World) -> None:

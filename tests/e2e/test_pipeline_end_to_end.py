@@ -10,6 +10,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from domain.pipeline import PipelineOutcome
+from domain.trust import TrustedKeys
 from services.verify import ProvenanceVerifier
 from starter import PipelineAlreadyRunning, start_pipeline
 from tests.e2e.support import worker_settings
@@ -36,9 +37,9 @@ async def test_drifted_tenant_ends_with_a_verified_shadow_model(
     assert result.drift_verdict == "DRIFT"
     assert result.drift_features["ndvi"] == "DRIFT"
     assert result.model_version_id is not None
-    checks = await ProvenanceVerifier(env.db, env.store).verify_model(
-        tenant, result.model_version_id
-    )
+    checks = await ProvenanceVerifier(
+        env.db, env.store, TrustedKeys.of(env.platform.public_key)
+    ).verify_model(tenant, result.model_version_id)
     assert all(check.ok for check in checks), checks
     async with env.db.transaction(tenant) as conn:
         status = await conn.fetchval(

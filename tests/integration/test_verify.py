@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
 
 from adapters.objectstore import S3Uri
 from cli.main import main
+from domain.canonical import canonical_sha256
+from domain.signing import DocumentKind, Signer
+from domain.trust import TrustedKeys
 from services.bias import BiasAuditService, Evaluation
 from services.drift import DriftAnalysisService, Window
-from services.registry import ModelRegistryService, RegisterModel
+from services.registry import ModelRegistryService, RegisterModel, bias_audit_document
 from services.verify import ProvenanceVerifier
 from tests.integration.services_env import ServicesEnv
 
@@ -30,7 +34,21 @@ class Provenance:
     artifact_version_id: str
 
 
-async def honest_provenance(env: ServicesEnv) -> Provenance:
+def verifier(env: ServicesEnv) -> ProvenanceVerifier:
+    """The verifier with the platform key pinned, as configuration gives it."""
+    return ProvenanceVerifier(env.db, env.store, TrustedKeys.of(env.platform.public_key))
+
+
+async def dataset_snapshot(env: ServicesEnv, tenant: UUID) -> tuple[str, str]:
+    """A snapshot in the WORM datasets bucket; its version-pinned URI and SHA-256."""
+    body = b'{"field_id":"f-1","outcome":4.2}\n'
+    stored = await env.store.put_bytes(
+        env.settings.s3_datasets_bucket, f"snapshots/{tenant}/{uuid4()}.jsonl", body
+    )
+    return str(stored.uri), hashlib.sha256(body).hexdigest()
+
+
+async def honest_provenance(env: ServicesEnv, *, dataset_sha256: str | None = None) -> Provenance:
     tenant = await env.tenant()
     await env.seed_events(tenant, "2025", 1100, seed=1)
     await env.seed_events(tenant, "2026", 1100, shift=0.2, seed=2)
@@ -42,13 +60,14 @@ async def honest_provenance(env: ServicesEnv) -> Provenance:
     ids = []
     for _ in range(2):
         uri, sha = await env.artifact(tenant)
+        dataset_uri, dataset_sha = await dataset_snapshot(env, tenant)
         model = await registry.register_model(
             tenant,
             RegisterModel(
                 model_name="yield",
                 artifact_uri=uri,
-                dataset_uri="s3://rai-datasets/snapshots/x.jsonl",
-                dataset_sha256="e" * 64,
+                dataset_uri=dataset_uri,
+                dataset_sha256=dataset_sha256 or dataset_sha,
                 expected_artifact_sha256=sha,
                 drift_report_id=report.id,
             ),
@@ -77,15 +96,13 @@ async def superuser(dsn: str, statement: str, *args: object) -> None:
 
 
 async def failures(env: ServicesEnv, p: Provenance) -> dict[str, str]:
-    checks = await ProvenanceVerifier(env.db, env.store).verify_model(p.tenant, p.model)
+    checks = await verifier(env).verify_model(p.tenant, p.model)
     return {c.name: c.detail for c in checks if not c.ok}
 
 
 async def test_honest_provenance_verifies(services_env: ServicesEnv) -> None:
     p = await honest_provenance(services_env)
-    checks = await ProvenanceVerifier(services_env.db, services_env.store).verify_model(
-        p.tenant, p.model
-    )
+    checks = await verifier(services_env).verify_model(p.tenant, p.model)
     assert [(c.name, c.ok) for c in checks] == [
         ("model version", True),
         ("artifact sha256", True),
@@ -93,8 +110,56 @@ async def test_honest_provenance_verifies(services_env: ServicesEnv) -> None:
         ("lineage chain", True),
         ("drift report", True),
         ("bias audit", True),
+        ("dataset sha256", True),
     ]
     assert "2 version(s)" in checks[3].detail
+
+
+async def test_a_key_the_database_trusts_is_not_trusted(
+    services_env: ServicesEnv, db_admin_dsn: str
+) -> None:
+    """Whoever writes to the database can register a platform key of their own and re-sign a
+    record with it; the verifier trusts only the key pinned in its configuration."""
+    p = await honest_provenance(services_env)
+    intruder = Signer.generate()
+    async with services_env.db.transaction(p.tenant) as conn:
+        await conn.execute(
+            "INSERT INTO signing_keys (tenant_id, key_id, public_key, purpose)"
+            " VALUES ($1, $2, $3, 'platform')",
+            p.tenant,
+            intruder.key_id,
+            intruder.public_key,
+        )
+        audit = await conn.fetchrow(
+            "SELECT * FROM bias_audits WHERE model_version_id = $1", p.model
+        )
+    assert audit is not None
+    forged = {**bias_audit_document(audit).document(), "passed": not audit["passed"]}
+    await superuser(
+        db_admin_dsn,
+        "UPDATE rai.bias_audits SET passed = $2, signature = $3, key_id = $4,"
+        " report_sha256 = $5 WHERE id = $1",
+        audit["id"],
+        forged["passed"],
+        intruder.sign(DocumentKind.BIAS_AUDIT, forged),
+        intruder.key_id,
+        canonical_sha256(forged),
+    )
+    found = await failures(services_env, p)
+    assert list(found) == ["bias audit"]
+    assert (
+        f"signed by key {intruder.key_id}, which is not a trusted platform key"
+        in (found["bias audit"])
+    )
+
+
+async def test_a_dataset_that_does_not_hash_to_its_record_is_named(
+    services_env: ServicesEnv,
+) -> None:
+    p = await honest_provenance(services_env, dataset_sha256="e" * 64)
+    found = await failures(services_env, p)
+    assert list(found) == ["dataset sha256"]
+    assert found["dataset sha256"].endswith(f"recorded {'e' * 64}")
 
 
 async def test_unreadable_artifact_is_named(services_env: ServicesEnv) -> None:
@@ -177,10 +242,11 @@ async def test_cli_prints_a_checklist_and_fails_on_tampering(
     monkeypatch.setenv("RAI_S3_ACCESS_KEY", env.s3_access_key or "")
     assert env.s3_secret_key is not None
     monkeypatch.setenv("RAI_S3_SECRET_KEY", env.s3_secret_key.get_secret_value())
+    monkeypatch.setenv("RAI_TRUSTED_PLATFORM_KEY", services_env.platform.public_key.hex())
     argv = ["verify", "model", str(p.model), "--tenant", str(p.tenant)]
     assert await asyncio.to_thread(main, argv) == 0
     out = capsys.readouterr().out
-    assert out.count("ok  ") == 6
+    assert out.count("ok  ") == 7
     assert out.rstrip().endswith(": VERIFIED")
     await superuser(
         db_admin_dsn,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -37,6 +39,24 @@ def test_a_command_line_loads_only_its_group() -> None:
     assert group_names(build_parser()) == list(GROUPS)
     assert group_names(build_parser(only="tenant")) == ["tenant"]
     assert group_names(build_parser(only="no-such-group")) == list(GROUPS)
+
+
+def test_offline_verify_loads_no_s3_or_temporal_client() -> None:
+    """`rai provenance verify` needs no S3 and no Temporal: loading its group imports neither
+    client (checked in a fresh interpreter: this one has imported everything already)."""
+    probe = (
+        "import sys; from cli.main import build_parser; build_parser(only='provenance');"
+        " print(sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'aioboto3', 'aiobotocore', 'botocore', 'temporalio'}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(cli.__file__).parent.parent,
+    )
+    assert loaded.stdout == "[]\n", loaded.stderr
 
 
 def test_exit_codes() -> None:
