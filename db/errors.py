@@ -14,6 +14,7 @@ class Law(StrEnum):
     MODEL_TAMPERING = "RA004"
     APPEND_ONLY = "RA005"
     IMMUTABLE_COLUMN = "RA006"
+    # also: a training run inserted in any status but QUEUED (0006_governance.sql)
     ILLEGAL_TRAINING_RUN_TRANSITION = "RA007"
     STALE_FENCE = "RA008"
     # Laws kept by constraints carry the standard codes; the constraint name tells which.

@@ -715,10 +715,48 @@ async def test_training_runs_only_move_forward(app_db: Database, alpha: TenantWo
                 "UPDATE training_runs SET dataset_sha256 = $2 WHERE id = $1", run, sha()
             )
     async with app_db.transaction(alpha.tenant_id) as conn:
+        queued = await conn.fetchval(
+            "INSERT INTO training_runs (tenant_id, workflow_id) VALUES ($1, 'w') RETURNING id",
+            alpha.tenant_id,
+        )
         with raises_law(Law.CHECK):  # finished means finished_at is set
+            await conn.execute("UPDATE training_runs SET status = 'FAILED' WHERE id = $1", queued)
+
+
+@pytest.mark.parametrize("status", ["RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"])
+async def test_training_runs_start_queued(
+    app_db: Database, alpha: TenantWorld, status: str
+) -> None:
+    finished_at = "now()" if status in ("SUCCEEDED", "FAILED", "CANCELLED") else "NULL"
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        with raises_law(Law.ILLEGAL_TRAINING_RUN_TRANSITION) as info:
             await conn.execute(
-                "INSERT INTO training_runs (tenant_id, workflow_id, status)"
-                " VALUES ($1, 'w', 'FAILED')",
+                "INSERT INTO training_runs (tenant_id, workflow_id, status, started_at,"
+                f" finished_at) VALUES ($1, 'w', $2, now(), {finished_at})",
+                alpha.tenant_id,
+                status,
+            )
+        assert "starts QUEUED" in str(info.value)
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM training_runs") == 0
+        await conn.execute(
+            "INSERT INTO training_runs (tenant_id, workflow_id, status) VALUES ($1, 'w', 'QUEUED')",
+            alpha.tenant_id,
+        )
+
+
+async def test_the_owner_cannot_insert_a_finished_training_run(
+    owner_conn: asyncpg.Connection, alpha: TenantWorld
+) -> None:
+    async with owner_conn.transaction():
+        await owner_conn.execute("SET LOCAL ROLE rai_owner")
+        await owner_conn.execute(
+            "SELECT set_config('app.current_tenant_id', $1, true)", str(alpha.tenant_id)
+        )
+        with raises_law(Law.ILLEGAL_TRAINING_RUN_TRANSITION):
+            await owner_conn.execute(
+                "INSERT INTO rai.training_runs (tenant_id, workflow_id, status, finished_at)"
+                " VALUES ($1, 'w', 'SUCCEEDED', now())",
                 alpha.tenant_id,
             )
 
@@ -734,17 +772,25 @@ async def test_dead_letters_keep_their_content(app_db: Database, alpha: TenantWo
 async def test_a_stale_fencing_token_cannot_record_a_run(
     app_db: Database, alpha: TenantWorld, beta: TenantWorld
 ) -> None:
-    insert = (
-        "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token, status, finished_at)"
-        " VALUES ($1, 'w', $2, 'FAILED', now())"
-    )
+    async def record_finished_run(conn: asyncpg.Connection, tenant_id: UUID, fence: int) -> None:
+        """Record a run with ``fence`` and end it, so the next one is not blocked as active."""
+        run = await conn.fetchval(
+            "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token)"
+            " VALUES ($1, 'w', $2) RETURNING id",
+            tenant_id,
+            fence,
+        )
+        await conn.execute(
+            "UPDATE training_runs SET status = 'FAILED', finished_at = now() WHERE id = $1", run
+        )
+
     async with app_db.transaction(alpha.tenant_id) as conn:
-        await conn.execute(insert, alpha.tenant_id, 7)
+        await record_finished_run(conn, alpha.tenant_id, 7)
     for stale in (7, 3):
         async with app_db.transaction(alpha.tenant_id) as conn:
             with raises_law(Law.STALE_FENCE):
-                await conn.execute(insert, alpha.tenant_id, stale)
+                await record_finished_run(conn, alpha.tenant_id, stale)
     async with app_db.transaction(alpha.tenant_id) as conn:
-        await conn.execute(insert, alpha.tenant_id, 8)
+        await record_finished_run(conn, alpha.tenant_id, 8)
     async with app_db.transaction(beta.tenant_id) as conn:  # tokens are per tenant
-        await conn.execute(insert, beta.tenant_id, 1)
+        await record_finished_run(conn, beta.tenant_id, 1)
