@@ -26,6 +26,7 @@ from db.tenants import create_tenant
 from devstack import Stack, StackError, StackInfo, StackStartError
 from domain.pipeline import PipelineOutcome
 from services.demo import seed_season
+from services.keys import PlatformKeyError, load_platform_signer, register_platform_key
 from services.verify import ProvenanceVerifier
 from settings import Settings, app_dsn_for, redacted_dsn
 
@@ -59,9 +60,16 @@ def detail(text: str) -> None:
     print(f"      {text}", flush=True)
 
 
-async def seed_demo_tenant(db: Database, tenant_name: str) -> UUID:
+async def seed_demo_tenant(db: Database, settings: Settings, tenant_name: str) -> UUID:
     tenant = await create_tenant(db, tenant_name, demo_tenant_id(tenant_name))
     detail(f"tenant {tenant.name}: {tenant.id}")
+    # What `rai keys platform register` does: the administrative login, never rai_app.
+    try:
+        platform = load_platform_signer(settings, create=True)
+        kid = await register_platform_key(settings.database_url, tenant.id, platform.public_key)
+    except (PlatformKeyError, ValueError, OSError) as exc:
+        raise CommandError(f"platform key for the demo tenant: {exc}") from exc
+    detail(f"platform key {kid} registered (administrative login)")
     for season, shift, seed in ((REFERENCE_SEASON, 0.0, 2025), (DRIFTED_SEASON, 0.15, 2026)):
         seeded = await seed_season(
             db, tenant.id, season, EVENTS_PER_SEASON, ndvi_shift=shift, seed=seed
@@ -75,7 +83,7 @@ def run_seed(args: argparse.Namespace, settings: Settings) -> int:
     async def seed() -> UUID:
         db = await open_app_database(settings)
         try:
-            return await seed_demo_tenant(db, args.tenant)
+            return await seed_demo_tenant(db, settings, args.tenant)
         finally:
             await db.close()
 
@@ -149,10 +157,10 @@ async def _demo(settings: Settings, tenant_name: str) -> int:
     except ObjectStoreError as exc:
         raise CommandError(f"object storage: {exc}") from exc
 
-    step(4, "demo tenant, device key and signed events")
+    step(4, "demo tenant, platform and device keys, signed events")
     db = await open_app_database(settings)
     try:
-        tenant = await seed_demo_tenant(db, tenant_name)
+        tenant = await seed_demo_tenant(db, settings, tenant_name)
 
         step(5, "retraining pipeline (API for callbacks, worker on both task queues)")
         client = await connect_temporal(settings)

@@ -14,6 +14,7 @@ from services.keys import (
     PlatformKeyError,
     load_platform_signer,
     register_key,
+    register_platform_key,
     revoke_key,
     write_private_key,
 )
@@ -28,6 +29,17 @@ def register(groups: Any) -> None:
         "platform", help="show the platform key id (creating the key file if there is none)"
     )
     p.set_defaults(handler=run_platform)
+    platform_commands = p.add_subparsers(dest="platform_command", metavar="COMMAND")
+    r = platform_commands.add_parser(
+        "register",
+        help="register the platform's public key for a tenant (administrative login only)",
+    )
+    r.add_argument("--tenant", required=True, type=parse_tenant)
+    r.add_argument(
+        "--public-key",
+        help="raw Ed25519 public key, 64 hex chars (default: the configured platform key's)",
+    )
+    r.set_defaults(handler=run_platform_register)
 
     p = commands.add_parser("generate", help="make a device key pair; the seed goes to --out")
     p.add_argument("--out", required=True, type=Path, help="file for the private seed (0600)")
@@ -36,7 +48,12 @@ def register(groups: Any) -> None:
     p = commands.add_parser("register", help="register a public key for a tenant")
     p.add_argument("--tenant", required=True, type=parse_tenant)
     p.add_argument("--public-key", required=True, help="raw Ed25519 public key, 64 hex chars")
-    p.add_argument("--purpose", choices=["device", "platform"], default="device")
+    p.add_argument(
+        "--purpose",
+        choices=["device", "platform"],
+        default="device",
+        help="platform keys: the database refuses them here; use `rai keys platform register`",
+    )
     p.set_defaults(handler=run_register)
 
     p = commands.add_parser("revoke", help="revoke a tenant's key")
@@ -55,6 +72,32 @@ def run_platform(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def run_platform_register(args: argparse.Namespace, settings: Settings) -> int:
+    if args.public_key is None:
+        try:
+            public_key = load_platform_signer(settings).public_key
+        except (PlatformKeyError, KeyMaterialError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+    else:
+        public_key = _public_key(args.public_key)
+    try:
+        kid = asyncio.run(register_platform_key(settings.database_url, args.tenant, public_key))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"platform key {kid} registered for tenant {args.tenant}")
+    return 0
+
+
+def _public_key(text: str) -> bytes:
+    try:
+        public_key = bytes.fromhex(text)
+    except ValueError:
+        raise CommandError("--public-key must be hex") from None
+    if len(public_key) != 32:
+        raise CommandError("--public-key must be 32 bytes (64 hex characters)")
+    return public_key
+
+
 def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     signer = Signer.generate()
     try:
@@ -70,12 +113,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_register(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        public_key = bytes.fromhex(args.public_key)
-    except ValueError:
-        raise CommandError("--public-key must be hex") from None
-    if len(public_key) != 32:
-        raise CommandError("--public-key must be 32 bytes (64 hex characters)")
+    public_key = _public_key(args.public_key)
 
     async def register_it() -> str:
         db = await open_app_database(settings)

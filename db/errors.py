@@ -10,6 +10,7 @@ class Law(StrEnum):
 
     LINEAGE_INTEGRITY = "RA001"
     ILLEGAL_MODEL_STATUS_TRANSITION = "RA002"
+    # also: the audit must name a registered, unrevoked platform key (0006_governance.sql)
     SHADOW_REQUIRES_PASSED_BIAS_AUDIT = "RA003"
     MODEL_TAMPERING = "RA004"
     APPEND_ONLY = "RA005"
@@ -17,6 +18,9 @@ class Law(StrEnum):
     # also: a training run inserted in any status but QUEUED (0006_governance.sql)
     ILLEGAL_TRAINING_RUN_TRANSITION = "RA007"
     STALE_FENCE = "RA008"
+    # 0006_governance.sql: only the administrative path inserts platform keys; a revoked key
+    # stays revoked.
+    PLATFORM_KEY_ADMINISTRATIVE = "RA010"
     # Laws kept by constraints carry the standard codes; the constraint name tells which.
     UNIQUE = "23505"
     CHECK = "23514"

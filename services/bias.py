@@ -20,7 +20,7 @@ from domain.canonical import canonical_sha256
 from domain.documents import BiasAuditDocument
 from domain.signing import DocumentKind, Signer
 from services.errors import GovernanceRefusal, NotFoundError
-from services.platform import ensure_platform_key
+from services.platform import require_platform_key
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class BiasAuditService:
                 "SELECT 1 FROM model_versions WHERE id = $1", model_version_id
             ):
                 raise NotFoundError(f"model version {model_version_id} not found")
-            await ensure_platform_key(conn, self._platform)
+            await require_platform_key(conn, self._platform)
             await conn.execute(
                 "INSERT INTO bias_audits (id, tenant_id, model_version_id, passed, metrics,"
                 " report_sha256, signature, key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
