@@ -1,4 +1,5 @@
-"""Composition root for starting and inspecting pipelines (``rai pipeline start | status``)."""
+"""Composition root for starting and inspecting pipelines (``rai pipeline start | status``) and
+for approving a challenger's shadow evaluation (``rai model approve``)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,21 @@ from dataclasses import dataclass
 from urllib.parse import quote
 from uuid import UUID
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from domain.pipeline import PipelineInput, PipelineProgress, PipelineResult, pipeline_workflow_id
+from domain.promotion import APPROVE_UPDATE, Approval, shadow_evaluation_workflow_id
 from settings import Settings
+from workflows.promotion import ShadowEvaluation
 from workflows.retrain import RetrainingPipeline
 
 
@@ -101,3 +110,32 @@ async def pipeline_status(client: Client, settings: Settings, tenant_id: UUID) -
         progress,
         workflow_ui_link(settings, workflow_id, description.run_id),
     )
+
+
+class EvaluationNotFound(Exception):
+    """No running shadow evaluation for that model version."""
+
+
+class ApprovalRefused(Exception):
+    """The evaluation refused the approval (its validator, or it ended meanwhile)."""
+
+
+async def approve_model(client: Client, model_version_id: UUID, approval: Approval) -> str:
+    """Send ``approval`` to the model version's shadow evaluation (its ``approve`` update) and
+    return what the evaluation answers once the version is in CANARY."""
+    workflow_id = shadow_evaluation_workflow_id(model_version_id)
+    handle = client.get_workflow_handle_for(ShadowEvaluation.run, workflow_id)
+    try:
+        # By name: the SDK's typing of an async update method with a validator does not match
+        # execute_update's overloads.
+        answer: str = await handle.execute_update(APPROVE_UPDATE, approval, result_type=str)
+        return answer
+    except WorkflowUpdateFailedError as exc:
+        raise ApprovalRefused(str(exc.cause)) from exc
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise EvaluationNotFound(
+                f"no running shadow evaluation {workflow_id} (is model version"
+                f" {model_version_id} in SHADOW?)"
+            ) from exc
+        raise

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from cli import (
     api_commands,
+    approve_commands,
     bench_commands,
     db_commands,
     demo_commands,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_commands.register(groups)
     api_commands.register(groups)
     model_commands.register(groups)
+    approve_commands.register(groups)  # adds `rai model approve`: after model_commands
     schedule_commands.register(groups)
     demo_commands.register(groups)
     return parser

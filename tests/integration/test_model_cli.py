@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -20,12 +21,13 @@ from temporalio.worker import Worker
 from activities.promotion import PromotionActivities
 from cli import model_commands
 from cli.errors import CommandError
+from cli.main import build_parser
 from devstack.binaries import find_binary
 from domain.model_status import ModelStatus
 from domain.promotion import EvaluationResult, shadow_evaluation_workflow_id
-from services.promotion import promote_challenger
+from services.promotion import enter_canary, promote_challenger
 from settings import Settings, app_dsn_for
-from tests.integration.promotion_support import Device, model_in, paired, statuses
+from tests.integration.promotion_support import Device, history, model_in, paired, statuses
 from tests.integration.services_env import ServicesEnv
 from workflows.promotion import ShadowEvaluation
 
@@ -80,8 +82,11 @@ async def test_rollback_restores_the_previous_version_and_names_the_cooldown(
     tenant = await env.tenant()
     old = await model_in(env, tenant, ModelStatus.PRODUCTION)
     new = await model_in(env, tenant, ModelStatus.SHADOW)
-    await promote_challenger(
+    await enter_canary(
         env.db, tenant, new, expected_champion_id=old, reason="SPRT ACCEPT", details={}
+    )
+    await promote_challenger(
+        env.db, tenant, new, expected_champion_id=old, reason="canary held", details={}
     )
     settings = cli_settings(env, db_admin_dsn)
 
@@ -183,3 +188,88 @@ async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
         with pytest.raises(CommandError, match="no shadow evaluation shadow/"):
             await rai_model(settings, "evaluation", "--model-version", str(champion))
     assert (await statuses(env, tenant))[challenger] == "SHADOW"
+
+
+async def rai(settings: Settings, *argv: str) -> int:
+    """Parse ``rai ARGV`` with the real command tree and run its handler off the event loop."""
+    args = build_parser().parse_args(list(argv))
+    try:
+        code: int = await asyncio.to_thread(args.handler, args, settings)
+    except CommandError as exc:
+        return exc.exit_code
+    return code
+
+
+async def test_approve_moves_a_challenger_without_champion_to_canary(
+    services_env: ServicesEnv,
+    db_admin_dsn: str,
+    temporal: WorkflowEnvironment,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    challenger = await model_in(env, tenant, ModelStatus.SHADOW)
+    settings = cli_settings(env, db_admin_dsn, temporal)
+    approve = ["model", "approve", "--model-version", str(challenger), "--json"]
+    async with Worker(
+        temporal.client,
+        task_queue=settings.training_task_queue,
+        workflows=[ShadowEvaluation],
+        activities=PromotionActivities(db=env.db).activities(),
+    ):
+        evaluate = ["evaluate", "--tenant", str(tenant), "--model-version", str(challenger)]
+        assert await rai_model(settings, *evaluate) == 0
+        handle = temporal.client.get_workflow_handle_for(
+            ShadowEvaluation.run, shadow_evaluation_workflow_id(challenger)
+        )
+        for _ in range(400):
+            if (await handle.query(ShadowEvaluation.progress)).awaiting_approval:
+                break
+            await asyncio.sleep(0.05)
+        capsys.readouterr()
+        # No champion and no evidence: the challenger is still SHADOW, waiting.
+        assert (await statuses(env, tenant))[challenger] == "SHADOW"
+
+        blank = await rai(settings, *approve, "--reason", "   ", "--approver", "alice")
+        assert blank == 1
+        assert json.loads(capsys.readouterr().out)["ok"] is False
+
+        code = await rai(
+            settings, *approve, "--reason", "trial plots look right", "--approver", "alice"
+        )
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0, report
+        assert report == {
+            "model_version_id": str(challenger),
+            "approved_by": "alice",
+            "reason": "trial plots look right",
+            "ok": True,
+            "detail": f"model version {challenger} is CANARY:"
+            " approved by alice: trial plots look right",
+        }
+        assert (await statuses(env, tenant))[challenger] == "CANARY"
+        [move] = (await history(env, tenant, challenger))[-1:]
+        assert (move["to_status"], move["reason"]) == (
+            "CANARY",
+            "approved by alice: trial plots look right",
+        )
+        async with env.db.transaction(tenant) as conn:
+            details = await conn.fetchval(
+                "SELECT details FROM integrity_checks"
+                " WHERE check_type = 'shadow_evaluation.decision' AND outcome = 'CANARY'"
+            )
+        assert (details["approved_by"], details["approval_reason"]) == (
+            "alice",
+            "trial plots look right",
+        )
+
+        again = await rai(settings, *approve, "--reason", "twice", "--approver", "bob")
+        assert again == 1  # not waiting for an approval any more
+        assert "not waiting for an approval" in json.loads(capsys.readouterr().out)["detail"]
+        await handle.terminate("test over")
+
+    unknown = ["model", "approve", "--model-version", str(uuid.uuid4()), "--json"]
+    assert await rai(settings, *unknown, "--reason", "x") == 3
+    assert "no running shadow evaluation" in json.loads(capsys.readouterr().out)["detail"]
+    unreachable = settings.model_copy(update={"temporal_address": "127.0.0.1:1"})
+    assert await rai(unreachable, *approve, "--reason", "x") == 4
