@@ -1,4 +1,4 @@
--- Governance laws a buggy or hostile caller of rai_app cannot bend (issue 11, items 10-13).
+-- Governance laws a buggy or hostile caller of rai_app cannot bend (issue 11, items 11 and 12).
 -- New laws are separate triggers rather than replacements of older trigger functions, so they
 -- add to whatever other migrations define; trigger names are chosen for their firing order
 -- (triggers of one table and timing fire in name order).
