@@ -6,10 +6,12 @@ environment variables and passed down; nothing else reads the environment.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.holdout import DEFAULT_HOLDOUT_FRACTION
@@ -17,6 +19,15 @@ from domain.pipeline import DRIFT_QUEUE, TRAINING_QUEUE
 
 APP_ROLE = "rai_app"
 OWNER_ROLE = "rai_owner"
+
+# A Kubernetes resource quantity as the trainer's requests and limits use it ("500m", "2",
+# "8Gi"); the API server is the judge of the rest.
+KubernetesQuantity = Annotated[
+    str, Field(pattern=r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+]
+# A DNS-1123 subdomain: the names of Kubernetes objects (namespaces: the label form).
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class Settings(BaseSettings):
@@ -34,6 +45,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Keys of the per-tenant pipeline lease and its fencing counter start with this.
     redis_key_prefix: str = "rai:lock:"
+    # ``rai worker`` refuses a Redis that could lose the lease: append-only file off, or an
+    # eviction policy other than noeviction (M5). False allows a development Redis.
+    redis_require_aof: bool = True
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -63,6 +77,33 @@ class Settings(BaseSettings):
     dataset_retention_days: int = 365
     tmp_expiry_days: int = 1
 
+    # Which runner launches the training jobs: ``local`` (detached processes under state_dir)
+    # or ``kubernetes`` (a batch/v1 Job per attempt, ``adapters.k8sjobs``). The Kubernetes
+    # client uses the pod's service account inside a cluster (KUBERNETES_SERVICE_HOST set),
+    # otherwise a kubeconfig: ``kubeconfig`` or ~/.kube/config.
+    job_runner: Literal["local", "kubernetes"] = "local"
+    kubeconfig: Path | None = None
+    k8s_namespace: str = "rai-training-jobs"
+    # A pod waiting this long on an image pull, on its configuration (a missing Secret) or for
+    # a node is a failed attempt.
+    k8s_pod_stuck_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    # The trainer's container: image (required with the kubernetes runner), pull secrets (a
+    # comma-separated list of Secret names), resources, user, deadline and clean-up delay, and
+    # an existing Secret whose keys (RAI_S3_ACCESS_KEY, RAI_S3_SECRET_KEY) become its S3
+    # credentials instead of the worker's own.
+    trainer_image: str | None = None
+    trainer_image_pull_secrets: str = ""
+    trainer_gpu_count: int = Field(default=1, ge=1)
+    trainer_cpu_request: KubernetesQuantity = "1"
+    trainer_cpu_limit: KubernetesQuantity = "4"
+    trainer_memory_request: KubernetesQuantity = "4Gi"
+    trainer_memory_limit: KubernetesQuantity = "16Gi"
+    trainer_active_deadline_seconds: int = Field(default=6 * 3600, ge=1)
+    trainer_ttl_seconds_after_finished: int = Field(default=7 * 24 * 3600, ge=0)
+    trainer_s3_secret: str | None = None
+    trainer_run_as_user: int = Field(default=10001, ge=1)
+    trainer_run_as_group: int = Field(default=10001, ge=1)
+
     # The platform's Ed25519 signing key (signs model versions, drift reports, bias audits):
     # a 32-byte seed in hex, or a file holding it (created 0600 by ``rai keys platform``).
     platform_signing_key: SecretStr | None = None
@@ -79,6 +120,36 @@ class Settings(BaseSettings):
     dev_weed_volume_port: int = 18080
     dev_weed_filer_port: int = 18888
     dev_stop_grace_seconds: float = 10.0
+
+    @field_validator("k8s_namespace")
+    @classmethod
+    def _namespace_name(cls, value: str) -> str:
+        if not _NAMESPACE.fullmatch(value):
+            raise ValueError("a namespace name: lowercase letters, digits and '-', at most 63")
+        return value
+
+    @field_validator("trainer_image_pull_secrets")
+    @classmethod
+    def _secret_name_list(cls, value: str) -> str:
+        for name in value.split(","):
+            if name.strip() and not _OBJECT_NAME.fullmatch(name.strip()):
+                raise ValueError(f"{name.strip()!r} is not a Kubernetes Secret name")
+        return value
+
+    @field_validator("trainer_s3_secret")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None  # a chart renders an unset value as ""
+        if value is not None and not _OBJECT_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Kubernetes Secret name")
+        return value
+
+    def trainer_image_pull_secret_names(self) -> tuple[str, ...]:
+        """``trainer_image_pull_secrets`` as names (an empty list gives none)."""
+        return tuple(
+            name.strip() for name in self.trainer_image_pull_secrets.split(",") if name.strip()
+        )
 
     def resolved_platform_key_file(self) -> Path:
         return self.platform_key_file or self.state_dir / "keys" / "platform.ed25519"

@@ -1,7 +1,8 @@
 """Composition root of the Temporal worker (``rai worker``).
 
 Builds settings, pools and clients once, runs a worker on ``training-queue`` (the workflows and
-every step but drift) and one on ``drift-analysis-queue`` (M6), and stops gracefully on
+every step but drift) and one on ``drift-analysis-queue`` (M6) -- or only one of them
+(``rai worker --queue training|drift``) -- and stops gracefully on
 SIGTERM/SIGINT: running activities get the worker's graceful-shutdown window, and what does not
 finish is retried elsewhere — a training job itself keeps running and is re-attached by name.
 """
@@ -24,6 +25,7 @@ from activities.promotion import PromotionActivities
 from adapters.jobrunners import open_job_runner
 from adapters.objectstore import ObjectStore
 from adapters.redis_mutex import TenantMutex
+from cli.errors import CommandError
 from db.repository import Database
 from services.bias import BiasAuditService
 from services.drift import DriftAnalysisService
@@ -32,9 +34,10 @@ from services.keys import load_platform_signer
 from services.leases import TenantLeases
 from services.pipeline import DriftCheck, PipelineService
 from services.registry import ModelRegistryService
+from services.startup import WorkerStartRefused, check_worker_start
 from services.training import TrainingConfig, TrainingService, job_environment
 from settings import Settings
-from starter import connect_temporal
+from starter import WorkerQueue, connect_temporal
 from workflows.promotion import ShadowEvaluation
 from workflows.retrain import RetrainingPipeline
 
@@ -43,9 +46,10 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def running_workers(
-    settings: Settings, client: Client | None = None
+    settings: Settings, client: Client | None = None, queue: WorkerQueue = WorkerQueue.ALL
 ) -> AsyncIterator[list[Worker]]:
-    """Both workers, running, with every client they need; everything closed on exit."""
+    """The workers of ``queue`` (both by default), running, with every client they need;
+    everything closed on exit."""
     async with AsyncExitStack() as stack:
         platform = load_platform_signer(settings, create=True)
         db = await Database.connect(settings.resolved_app_database_url())
@@ -89,42 +93,43 @@ async def running_workers(
             registry=registry,
         )
         promotion = PromotionActivities(db=db)
-        workers = [
-            Worker(
-                client,
-                task_queue=settings.training_task_queue,
-                workflows=[RetrainingPipeline, ShadowEvaluation],
-                activities=activities.training_activities() + promotion.activities(),
-                graceful_shutdown_timeout=timedelta(seconds=10),
-            ),
-            Worker(
-                client,
-                task_queue=settings.drift_task_queue,
-                activities=[activities.analyze_drift],
-                graceful_shutdown_timeout=timedelta(seconds=10),
-            ),
-        ]
+        workers = []
+        if queue in (WorkerQueue.ALL, WorkerQueue.TRAINING):
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=settings.training_task_queue,
+                    workflows=[RetrainingPipeline, ShadowEvaluation],
+                    activities=activities.training_activities() + promotion.activities(),
+                    graceful_shutdown_timeout=timedelta(seconds=10),
+                )
+            )
+        if queue in (WorkerQueue.ALL, WorkerQueue.DRIFT):
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=settings.drift_task_queue,
+                    activities=[activities.analyze_drift],
+                    graceful_shutdown_timeout=timedelta(seconds=10),
+                )
+            )
         for worker in workers:
             await stack.enter_async_context(worker)
         yield workers
 
 
-async def run_worker(settings: Settings) -> None:
+async def run_worker(settings: Settings, queue: WorkerQueue = WorkerQueue.ALL) -> None:
+    try:
+        await check_worker_start(settings)
+    except WorkerStartRefused as exc:
+        raise CommandError(str(exc)) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with running_workers(settings):
-        log.info(
-            "worker polling %s and %s at %s",
-            settings.training_task_queue,
-            settings.drift_task_queue,
-            settings.temporal_address,
-        )
-        print(
-            f"rai worker: polling {settings.training_task_queue} and"
-            f" {settings.drift_task_queue} at {settings.temporal_address}",
-            flush=True,
-        )
+    async with running_workers(settings, queue=queue) as workers:
+        polled = " and ".join(worker.task_queue for worker in workers)
+        log.info("worker polling %s at %s", polled, settings.temporal_address)
+        print(f"rai worker: polling {polled} at {settings.temporal_address}", flush=True)
         await stop.wait()
     print("rai worker: stopped", flush=True)

@@ -17,4 +17,11 @@ from settings import Settings
 @asynccontextmanager
 async def open_job_runner(settings: Settings) -> AsyncIterator[JobRunner]:
     """The configured job runner, open until the block ends."""
+    if settings.job_runner == "kubernetes":
+        # Imported here: the Kubernetes client is a large import the local runner never needs.
+        from adapters.k8sjobs import open_kubernetes_job_runner
+
+        async with open_kubernetes_job_runner(settings) as runner:
+            yield runner
+        return
     yield LocalJobRunner(settings.state_dir)

@@ -1,5 +1,5 @@
 """The HTTP API (FastAPI + uvicorn): event ingest, training/drift callbacks, health.
 
 ``api.app.create_app`` builds the application from dependencies made once by the composition
-root ``api.server``; ``api.temporal`` is the Temporal side of the callback handler's port.
+root ``api.server``, which takes the callback handler's Temporal port from ``starter``.
 """

@@ -25,12 +25,11 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api.app import ApiDependencies, create_app
-from api.temporal import TemporalSignaller
 from db.repository import Database, UnsafeDatabaseRoleError
 from services.callbacks import CallbackHandler
 from services.events import LearningEventService
 from settings import Settings, redacted_dsn
-from starter import connect_temporal
+from starter import TemporalSignaller, TemporalUnavailable, connect_temporal
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +38,10 @@ TRAINING_CALLBACK_PATH = "/v1/callbacks/training"
 
 class ApiStartupError(Exception):
     """The API cannot start: the database, Temporal or the listening socket is unavailable."""
+
+
+class ApiDependencyUnavailable(ApiStartupError):
+    """The database or Temporal cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -72,15 +75,13 @@ async def api_dependencies(
         except UnsafeDatabaseRoleError as exc:
             raise ApiStartupError(str(exc)) from exc
         except (OSError, asyncpg.PostgresError) as exc:
-            raise ApiStartupError(f"cannot connect to {redacted_dsn(dsn)}: {exc}") from exc
+            raise ApiDependencyUnavailable(f"cannot connect to {redacted_dsn(dsn)}: {exc}") from exc
         stack.push_async_callback(db.close)
         if client is None:
             try:
                 client = await connect_temporal(settings)
-            except RuntimeError as exc:  # how the Temporal client reports a failed connect
-                raise ApiStartupError(
-                    f"cannot connect to Temporal at {settings.temporal_address}: {exc}"
-                ) from exc
+            except TemporalUnavailable as exc:
+                raise ApiDependencyUnavailable(str(exc)) from exc
         yield ApiDependencies(
             db=db,
             callbacks=CallbackHandler(db, TemporalSignaller(client)),

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from cli.errors import CommandError
+from cli.errors import CommandError, ServiceUnavailable
 from settings import Settings
 
 
@@ -31,7 +31,7 @@ def parse_port(value: str) -> int:
 
 def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
     # The server's imports (FastAPI, uvicorn, Temporal) are heavy; only this command needs them.
-    from api.server import ApiConfig, ApiStartupError, run_api
+    from api.server import ApiConfig, ApiDependencyUnavailable, ApiStartupError, run_api
 
     try:
         config = ApiConfig(
@@ -39,6 +39,8 @@ def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
             port=settings.api_port if args.port is None else args.port,
         )
         asyncio.run(run_api(settings, config))
+    except ApiDependencyUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
     except ApiStartupError as exc:
         raise CommandError(str(exc)) from exc
     return 0

@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from cli.errors import CommandError
-from domain.drift import FeatureKind, Verdict, analyze_drift
+from cli.output import add_json_flag
 from settings import Settings
 
 DEFAULT_SEED = 20240601
@@ -39,7 +38,7 @@ def register(groups: Any) -> None:
         "--rows", type=_positive_int, default=1_000_000, help="rows per sample (each side)"
     )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic data")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    add_json_flag(p)
     p.set_defaults(handler=run_drift_bench)
 
 
@@ -68,6 +67,11 @@ def synthetic_samples(
 
 
 def run_drift_bench(args: argparse.Namespace, settings: Settings) -> int:
+    # scipy takes seconds to import: only the commands that compute statistics load it.
+    from scipy import stats
+
+    from domain.drift import FeatureKind, Verdict, analyze_drift
+
     reference, current = synthetic_samples(args.features, args.rows, args.seed)
 
     started = time.perf_counter()

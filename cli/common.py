@@ -1,17 +1,31 @@
-"""What several subcommands share: UUID arguments, and opening the services' database pool
-with clear errors."""
+"""What several subcommands share: UUID arguments, and opening the outside services so that
+every command reports their trouble the same way -- exit 4 (:class:`ServiceUnavailable`) when
+Postgres, S3 or Temporal cannot be reached, exit 3 (:class:`NotFound`) when what the command
+names does not exist, exit 1 for any other refusal -- each as one line naming what failed and
+what to try next."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import asyncpg
 
-from cli.errors import CommandError
+from cli.errors import CommandError, NotFound, ServiceUnavailable
+from db.migrate import MigrationError, MigrationReport, migrate
 from db.repository import Database, UnsafeDatabaseRoleError
+from services.errors import GovernanceRefusal, NotFoundError
 from settings import Settings, redacted_dsn
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from adapters.objectstore import ObjectStore
+
+STACK_HINT = '`rai dev up`, then `eval "$(rai dev env)"`'
 
 
 def uuid_argument(what: str) -> Callable[[str], UUID]:
@@ -30,14 +44,114 @@ parse_tenant = uuid_argument("tenant id")
 parse_model_id = uuid_argument("model version id")
 
 
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 async def open_app_database(settings: Settings) -> Database:
+    """The services' pool (``rai_app``); ServiceUnavailable if Postgres refuses or is away."""
     dsn = settings.resolved_app_database_url()
     try:
         return await Database.connect(dsn, max_size=2)
     except UnsafeDatabaseRoleError as exc:
         raise CommandError(str(exc)) from exc
     except (OSError, asyncpg.PostgresError) as exc:
-        raise CommandError(
-            f"cannot connect to {redacted_dsn(dsn)}: {exc} (is the stack up and migrated? "
-            '`rai dev up`, `eval "$(rai dev env)"`, `rai db migrate`)'
+        raise ServiceUnavailable(
+            f"cannot connect to {redacted_dsn(dsn)}: {one_line(str(exc))} (is the stack up and"
+            f" migrated? {STACK_HINT}, `rai db migrate`)"
         ) from exc
+
+
+async def migrate_database(admin_dsn: str, settings: Settings) -> MigrationReport:
+    """``rai db migrate``'s work; ServiceUnavailable if Postgres cannot be reached."""
+    password = settings.app_db_password.get_secret_value() if settings.app_db_password else None
+    try:
+        return await migrate(admin_dsn, app_password=password)
+    except MigrationError as exc:
+        # A failed connection is the one MigrationError caused by a socket or server error.
+        if isinstance(exc.__cause__, OSError | asyncpg.PostgresError):
+            raise ServiceUnavailable(one_line(str(exc))) from exc
+        raise CommandError(str(exc)) from exc
+
+
+@asynccontextmanager
+async def app_database(settings: Settings) -> AsyncIterator[Database]:
+    """The services' pool for the block, closed after it. A service's NotFoundError becomes
+    NotFound, another governance refusal a failed operation, a lost connection
+    ServiceUnavailable."""
+    db = await open_app_database(settings)
+    try:
+        yield db
+    except NotFoundError as exc:
+        raise NotFound(str(exc)) from exc
+    except GovernanceRefusal as exc:
+        raise CommandError(str(exc)) from exc
+    except asyncpg.PostgresConnectionError as exc:
+        raise ServiceUnavailable(
+            f"lost the connection to {redacted_dsn(settings.resolved_app_database_url())}:"
+            f" {one_line(str(exc))}"
+        ) from exc
+    finally:
+        await db.close()
+
+
+@asynccontextmanager
+async def temporal(settings: Settings) -> AsyncIterator[Client]:
+    """A Temporal client for the block (see ``starter``), with the control module's failures
+    turned into exit codes."""
+    # Imported here, as in object_store: only the commands that need them pay for them.
+    from starter import (
+        AlreadyRunning,
+        ScheduleExistsError,
+        ScheduleNotFoundError,
+        TemporalUnavailable,
+        WorkflowNotFound,
+        connect_temporal,
+    )
+
+    try:
+        yield await connect_temporal(settings)
+    except TemporalUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    except (WorkflowNotFound, ScheduleNotFoundError) as exc:
+        raise NotFound(str(exc)) from exc
+    except (AlreadyRunning, ScheduleExistsError) as exc:
+        raise CommandError(str(exc)) from exc
+
+
+@asynccontextmanager
+async def object_store(settings: Settings) -> AsyncIterator[ObjectStore]:
+    """The S3 store of ``settings`` for the block; its trouble becomes one line."""
+    from adapters.objectstore import (
+        AccessDeniedError,
+        CredentialsRejectedError,
+        ObjectStore,
+        ObjectStoreConfigError,
+        ObjectStoreError,
+        ObjectStoreUnavailableError,
+    )
+
+    endpoint = settings.s3_endpoint_url
+    try:
+        store = ObjectStore.from_settings(settings)
+    except ObjectStoreConfigError as exc:
+        raise CommandError(f"{exc}; for the local stack: {STACK_HINT}") from exc
+    try:
+        async with store:
+            yield store
+    except ObjectStoreUnavailableError as exc:
+        raise ServiceUnavailable(
+            f"cannot reach S3 at {endpoint} ({one_line(str(exc))}); is the stack up? {STACK_HINT}"
+        ) from exc
+    except CredentialsRejectedError as exc:
+        raise CommandError(
+            f"S3 at {endpoint} refuses the key {store.access_key} ({exc.code}); RAI_S3_ACCESS_KEY"
+            f" and RAI_S3_SECRET_KEY must be the stack's: {STACK_HINT}"
+        ) from exc
+    except AccessDeniedError as exc:
+        raise CommandError(
+            f"S3 at {endpoint} refused the key {store.access_key}: {one_line(str(exc))};"
+            " the key needs full access to both buckets"
+        ) from exc
+    except ObjectStoreError as exc:
+        raise CommandError(one_line(str(exc))) from exc

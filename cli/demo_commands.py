@@ -1,9 +1,11 @@
 """``rai demo``: one complete retraining cycle on the embedded local stack (M28).
 
-Stack up -> migrate -> storage -> demo tenant with a device key -> a reference season and a
+Stack up -> migrate -> storage -> demo tenant with its platform key (registered the administrative
+way, as `rai keys platform register` does) and a device key -> a reference season and a
 visibly drifted season of signed events -> a worker -> RetrainingPipeline -> summary -> the new
 model version verified. Exits 0 only if all of that happened; running it again trains the next
-version. ``rai demo seed`` does only the tenant and its events.
+version. ``rai demo seed`` does only the tenant and its events. With ``--json`` the steps stay
+quiet and one document describes the outcome.
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from pydantic import SecretStr
 
-from adapters.objectstore import ObjectStore, ObjectStoreError
 from adapters.storage_setup import init_storage
-from cli.common import open_app_database
+from cli.common import app_database, migrate_database, object_store, temporal
 from cli.errors import CommandError
-from db.migrate import MigrationError, migrate
+from cli.output import add_json_flag, print_json
 from db.repository import Database
 from db.tenants import create_tenant
 from devstack import Stack, StackError, StackInfo, StackStartError
 from domain.pipeline import PipelineOutcome
-from services.demo import seed_season
+from services.demo import SeededSeason, seed_season
 from services.keys import PlatformKeyError, load_platform_signer, register_platform_key
 from services.verify import ProvenanceVerifier
 from settings import Settings, app_dsn_for, redacted_dsn
@@ -45,54 +46,75 @@ def demo_tenant_id(name: str) -> UUID:
 def register(groups: Any) -> None:
     p = groups.add_parser("demo", help="run one complete retraining cycle on the local stack")
     p.add_argument("--tenant", default=DEMO_TENANT, help=f"demo tenant name ({DEMO_TENANT!r})")
+    add_json_flag(p)
     p.set_defaults(handler=run_demo)
     commands = p.add_subparsers(dest="demo_command", metavar="COMMAND")
     seed = commands.add_parser("seed", help="only create the demo tenant and its signed events")
     seed.add_argument("--tenant", default=DEMO_TENANT, help=f"tenant name ({DEMO_TENANT!r})")
+    add_json_flag(seed)
     seed.set_defaults(handler=run_seed)
 
 
-def step(number: int, text: str) -> None:
-    print(f"[{number}/{STEPS}] {text}", flush=True)
+class Progress:
+    """Numbered steps and their details on the terminal; silent under ``--json``."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self._quiet = quiet
+
+    def step(self, number: int, text: str) -> None:
+        if not self._quiet:
+            print(f"[{number}/{STEPS}] {text}", flush=True)
+
+    def detail(self, text: str) -> None:
+        if not self._quiet:
+            print(f"      {text}", flush=True)
 
 
-def detail(text: str) -> None:
-    print(f"      {text}", flush=True)
+@dataclass(frozen=True)
+class DemoTenant:
+    id: UUID
+    name: str
+    seasons: tuple[SeededSeason, ...]
 
 
-async def seed_demo_tenant(db: Database, settings: Settings, tenant_name: str) -> UUID:
+async def seed_demo_tenant(
+    db: Database, settings: Settings, tenant_name: str, progress: Progress
+) -> DemoTenant:
     tenant = await create_tenant(db, tenant_name, demo_tenant_id(tenant_name))
-    detail(f"tenant {tenant.name}: {tenant.id}")
+    progress.detail(f"tenant {tenant.name}: {tenant.id}")
     # What `rai keys platform register` does: the administrative login, never rai_app.
     try:
         platform = load_platform_signer(settings, create=True)
         kid = await register_platform_key(settings.database_url, tenant.id, platform.public_key)
     except (PlatformKeyError, ValueError, OSError) as exc:
         raise CommandError(f"platform key for the demo tenant: {exc}") from exc
-    detail(f"platform key {kid} registered (administrative login)")
+    progress.detail(f"platform key {kid} registered (administrative login)")
+    seasons = []
     for season, shift, seed in ((REFERENCE_SEASON, 0.0, 2025), (DRIFTED_SEASON, 0.15, 2026)):
         seeded = await seed_season(
             db, tenant.id, season, EVENTS_PER_SEASON, ndvi_shift=shift, seed=seed
         )
         counts = ", ".join(f"{k.lower()} {v}" for k, v in seeded.counts.items() if v)
-        detail(f"season {season}: {EVENTS_PER_SEASON} signed events ({counts})")
-    return tenant.id
+        progress.detail(f"season {season}: {EVENTS_PER_SEASON} signed events ({counts})")
+        seasons.append(seeded)
+    return DemoTenant(tenant.id, tenant.name, tuple(seasons))
 
 
 def run_seed(args: argparse.Namespace, settings: Settings) -> int:
-    async def seed() -> UUID:
-        db = await open_app_database(settings)
-        try:
-            return await seed_demo_tenant(db, settings, args.tenant)
-        finally:
-            await db.close()
+    async def seed() -> DemoTenant:
+        async with app_database(settings) as db:
+            return await seed_demo_tenant(db, settings, args.tenant, Progress(quiet=args.json))
 
-    print(asyncio.run(seed()))
+    tenant = asyncio.run(seed())
+    if args.json:
+        print_json({"tenant_id": tenant.id, "name": tenant.name, "seasons": tenant.seasons})
+    else:
+        print(tenant.id)
     return 0
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_demo(settings, args.tenant))
+    return asyncio.run(_demo(settings, args.tenant, as_json=args.json))
 
 
 @dataclass(frozen=True)
@@ -101,19 +123,19 @@ class _Stack:
     settings: Settings
 
 
-async def _bring_up(settings: Settings) -> _Stack:
+async def _bring_up(settings: Settings, progress: Progress) -> _Stack:
     stack = Stack(settings)
     try:
         status = await stack.start()
         info = await stack.info()
     except StackStartError as exc:
         for line in exc.status.lines():
-            detail(line)
+            progress.detail(line)
         raise CommandError(str(exc)) from exc
     except StackError as exc:
         raise CommandError(str(exc)) from exc
     for line in status.lines():
-        detail(line)
+        progress.detail(line)
     running = settings.model_copy(
         update={
             "database_url": info.database_url,
@@ -129,43 +151,36 @@ async def _bring_up(settings: Settings) -> _Stack:
     return _Stack(info, running)
 
 
-async def _demo(settings: Settings, tenant_name: str) -> int:
+async def _demo(settings: Settings, tenant_name: str, *, as_json: bool) -> int:
     # The worker's imports (Temporal, numpy, the trainer) are only needed here.
     from api.server import ApiConfig, running_api, training_callback_url
-    from starter import connect_temporal, start_pipeline
+    from starter import start_pipeline
     from worker import running_workers
 
-    step(1, "local stack")
-    up = await _bring_up(settings)
+    progress = Progress(quiet=as_json)
+    progress.step(1, "local stack")
+    up = await _bring_up(settings, progress)
     settings = up.settings
 
-    step(2, "database migrations")
-    password = settings.app_db_password
-    try:
-        report = await migrate(
-            settings.database_url, app_password=password.get_secret_value() if password else None
-        )
-    except MigrationError as exc:
-        raise CommandError(str(exc)) from exc
-    detail(f"{report.database} at version {report.current_version}")
+    progress.step(2, "database migrations")
+    report = await migrate_database(settings.database_url, settings)
+    progress.detail(f"{report.database} at version {report.current_version}")
 
-    step(3, "object storage (M1-M4)")
-    try:
-        async with ObjectStore.from_settings(settings) as store:
-            for setup in await init_storage(store, settings):
-                detail(setup.line())
-    except ObjectStoreError as exc:
-        raise CommandError(f"object storage: {exc}") from exc
+    progress.step(3, "object storage (M1-M4)")
+    async with object_store(settings) as store:
+        for setup in await init_storage(store, settings):
+            progress.detail(setup.line())
 
-    step(4, "demo tenant, platform and device keys, signed events")
-    db = await open_app_database(settings)
-    try:
-        tenant = await seed_demo_tenant(db, settings, tenant_name)
+    progress.step(4, "demo tenant, platform and device keys, signed events")
+    async with app_database(settings) as db:
+        tenant = (await seed_demo_tenant(db, settings, tenant_name, progress)).id
 
-        step(5, "retraining pipeline (API for callbacks, worker on both task queues)")
-        client = await connect_temporal(settings)
-        async with running_api(settings, ApiConfig(port=0), client=client) as api_url:
-            detail(f"api {api_url} (OpenAPI at {api_url}/docs)")
+        progress.step(5, "retraining pipeline (API for callbacks, worker on both task queues)")
+        async with (
+            temporal(settings) as client,
+            running_api(settings, ApiConfig(port=0), client=client) as api_url,
+        ):
+            progress.detail(f"api {api_url} (OpenAPI at {api_url}/docs)")
             settings = settings.model_copy(update={"callback_url": training_callback_url(api_url)})
             async with running_workers(settings, client=client):
                 started = await start_pipeline(
@@ -176,34 +191,56 @@ async def _demo(settings: Settings, tenant_name: str) -> int:
                     reference_season=REFERENCE_SEASON,
                     current_season=DRIFTED_SEASON,
                 )
-                detail(f"workflow {started.workflow_id} run {started.run_id}")
-                detail(f"watch it: {started.ui_link}")
+                progress.detail(f"workflow {started.workflow_id} run {started.run_id}")
+                progress.detail(f"watch it: {started.ui_link}")
                 result = await started.handle.result()
 
-        step(6, "result")
-        detail(f"outcome          {result.outcome.value}")
-        detail(f"drift verdict    {result.drift_verdict} (report {result.drift_report_id})")
+        progress.step(6, "result")
+        progress.detail(f"outcome          {result.outcome.value}")
+        progress.detail(
+            f"drift verdict    {result.drift_verdict} (report {result.drift_report_id})"
+        )
         for name, verdict in sorted(result.drift_features.items()):
-            detail(f"  {name:<14} {verdict}")
-        detail(f"training run     {result.training_run_id}")
-        detail(f"model version    {result.model_version_id}")
-        detail(f"artifact sha256  {result.artifact_sha256}")
+            progress.detail(f"  {name:<14} {verdict}")
+        progress.detail(f"training run     {result.training_run_id}")
+        progress.detail(f"model version    {result.model_version_id}")
+        progress.detail(f"artifact sha256  {result.artifact_sha256}")
         if result.outcome is not PipelineOutcome.SUCCEEDED_SHADOW or not result.model_version_id:
             raise CommandError(f"the pipeline ended {result.outcome.value}: {result.detail}")
-        detail("status           SHADOW")
+        progress.detail("status           SHADOW")
 
-        step(7, "rai verify model")
-        async with ObjectStore.from_settings(settings) as store:
+        progress.step(7, "rai verify model")
+        async with object_store(settings) as store:
             checks = await ProvenanceVerifier(db, store).verify_model(
                 tenant, result.model_version_id
             )
-    finally:
-        await db.close()
     for check in checks:
-        detail(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:<16} {check.detail}")
+        progress.detail(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:<16} {check.detail}")
     if not all(check.ok for check in checks):
         raise CommandError(f"model version {result.model_version_id} did not verify")
 
+    if as_json:
+        print_json(
+            {
+                "tenant_id": tenant,
+                "workflow_id": started.workflow_id,
+                "run_id": started.run_id,
+                "ui_link": started.ui_link,
+                "result": result,
+                "model_version_id": result.model_version_id,
+                "status": "SHADOW",
+                "verified": True,
+                "checks": checks,
+                "stack": {
+                    "temporal_address": settings.temporal_address,
+                    "temporal_ui_url": settings.temporal_ui_url,
+                    "database_url": redacted_dsn(settings.database_url),
+                    "redis_url": settings.redis_url,
+                    "s3_endpoint_url": settings.s3_endpoint_url,
+                },
+            }
+        )
+        return 0
     print()
     print("RAI Level D: one retraining cycle done.")
     print(f"  Temporal     {settings.temporal_address}   UI {settings.temporal_ui_url}")

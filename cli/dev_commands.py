@@ -10,8 +10,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from cli.errors import CommandError
+from cli.output import add_json_flag, print_json
 from devstack import Stack, StackError, StackInfo, StackStartError
-from devstack.stack import DEFAULT_START_TIMEOUT_SECONDS
+from devstack.stack import DEFAULT_START_TIMEOUT_SECONDS, StackStatus
 from settings import Settings
 
 
@@ -37,16 +38,17 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=DEFAULT_START_TIMEOUT_SECONDS,
         help="seconds to wait for each part to become healthy (%(default)s)",
     )
+    add_json_flag(up)
     up.set_defaults(handler=run_up)
 
-    status = actions.add_parser(
-        "status", help="one line per part; exits non-zero unless all are healthy"
-    )
+    status = actions.add_parser("status", help="one line per part; exit 1 unless all are healthy")
+    add_json_flag(status)
     status.set_defaults(handler=run_status)
 
     down = actions.add_parser(
         "down", help="stop what `rai dev up` started (external servers are left alone)"
     )
+    add_json_flag(down)
     down.set_defaults(handler=run_down)
 
     env = actions.add_parser(
@@ -54,6 +56,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="print `export RAI_...` lines for the running stack",
         description='Print shell lines that point rai at the running stack: eval "$(rai dev env)"',
     )
+    add_json_flag(env)
     env.set_defaults(handler=run_env)
 
 
@@ -62,6 +65,30 @@ def format_environment(info: StackInfo) -> str:
     return "\n".join(
         f"export {name}={shlex.quote(value)}" for name, value in info.environment().items()
     )
+
+
+def status_json(status: StackStatus) -> dict[str, Any]:
+    return {
+        "healthy": status.healthy,
+        "parts": [
+            {
+                "name": part.name,
+                "state": part.state,
+                "owner": part.owner,
+                "url": part.display,
+                "pid": part.pid,
+                "note": part.note,
+            }
+            for part in status.parts
+        ],
+    }
+
+
+def report(status: StackStatus, args: argparse.Namespace) -> None:
+    if args.json:
+        print_json(status_json(status))
+    else:
+        print("\n".join(status.lines()))
 
 
 def _run(work: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -77,6 +104,8 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         try:
             status = await stack.start()
         except StackStartError as exc:
+            if args.json:
+                raise
             print("\n".join(exc.status.lines()))
             for name, failure in exc.failures.items():
                 if failure.log_tail:
@@ -84,10 +113,10 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
                     print(failure.log_tail, file=sys.stderr)
             raise
         except StackError as exc:
-            if exc.log_tail:
+            if exc.log_tail and not args.json:
                 print(exc.log_tail, file=sys.stderr)
             raise
-        print("\n".join(status.lines()))
+        report(status, args)
         return 0
 
     return _run(work)
@@ -96,7 +125,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     async def work() -> int:
         status = await Stack(settings).status()
-        print("\n".join(status.lines()))
+        report(status, args)
         return 0 if status.healthy else 1
 
     return _run(work)
@@ -104,8 +133,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_down(args: argparse.Namespace, settings: Settings) -> int:
     async def work() -> int:
-        status = await Stack(settings).down()
-        print("\n".join(status.lines()))
+        report(await Stack(settings).down(), args)
         return 0
 
     return _run(work)
@@ -113,7 +141,11 @@ def run_down(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_env(args: argparse.Namespace, settings: Settings) -> int:
     async def work() -> int:
-        print(format_environment(await Stack(settings).info()))
+        info = await Stack(settings).info()
+        if args.json:
+            print_json({"environment": info.environment()})
+        else:
+            print(format_environment(info))
         return 0
 
     return _run(work)

@@ -15,14 +15,17 @@ import argparse
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from cli.errors import CommandError
-from domain.drift import DriftResult, FeatureDrift, FeatureKind, analyze_drift
+from cli.output import add_json_flag
 from settings import Settings
+
+if TYPE_CHECKING:
+    from domain.drift import DriftResult, FeatureDrift
 
 
 def register(groups: Any) -> None:
@@ -36,11 +39,14 @@ def register(groups: Any) -> None:
     )
     p.add_argument("reference", type=Path, metavar="REFERENCE.csv", help="the reference sample")
     p.add_argument("current", type=Path, metavar="CURRENT.csv", help="the current sample")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_json_flag(p)
     p.set_defaults(handler=run_compare)
 
 
 def run_compare(args: argparse.Namespace, settings: Settings) -> int:
+    # scipy (under domain.drift) takes seconds to import: only this command loads it here.
+    from domain.drift import analyze_drift
+
     reference_columns = read_csv_columns(args.reference)
     current_columns = read_csv_columns(args.current)
     only_reference = sorted(reference_columns.keys() - current_columns.keys())
@@ -152,6 +158,8 @@ def result_table(result: DriftResult) -> str:
 
 
 def _table_row(feature: FeatureDrift) -> tuple[str, ...]:
+    from domain.drift import FeatureKind
+
     if feature.kind is FeatureKind.NUMERIC:
         statistic, p_value = f"D {feature.ks_d:.4f}", feature.ks_p
     else:

@@ -7,19 +7,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from adapters.objectstore import (
-    AccessDeniedError,
-    CredentialsRejectedError,
-    ObjectStore,
-    ObjectStoreConfigError,
-    ObjectStoreError,
-    ObjectStoreUnavailableError,
-)
+from adapters.objectstore import ObjectStore
 from adapters.storage_setup import check_storage, init_storage
-from cli.errors import CommandError
+from cli.common import object_store
+from cli.output import add_json_flag, print_json
 from settings import Settings
-
-STACK_HINT = '`rai dev up`, then `eval "$(rai dev env)"`'
 
 T = TypeVar("T")
 
@@ -31,65 +23,46 @@ def register(groups: Any) -> None:
         "init",
         help="create and configure the registry and datasets buckets (idempotent)",
     )
+    add_json_flag(p)
     p.set_defaults(handler=run_init)
     p = commands.add_parser(
         "check",
-        help="verify versioning, encryption, Object Lock, lifecycle and access live",
+        help="verify versioning, encryption, Object Lock, lifecycle and access live;"
+        " exit 1 if any check fails",
     )
+    add_json_flag(p)
     p.set_defaults(handler=run_check)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def with_store(settings: Settings, work: Callable[[ObjectStore], Awaitable[T]]) -> T:
-    """Run ``work`` with the open store of ``settings``; store trouble becomes one line."""
-    endpoint = settings.s3_endpoint_url
-    try:
-        store = ObjectStore.from_settings(settings)
-    except ObjectStoreConfigError as exc:
-        raise CommandError(f"{exc}; for the local stack: {STACK_HINT}") from exc
-
     async def run() -> T:
-        async with store:
+        async with object_store(settings) as store:
             return await work(store)
 
-    try:
-        return asyncio.run(run())
-    except ObjectStoreUnavailableError as exc:
-        raise CommandError(
-            f"cannot reach S3 at {endpoint} ({_one_line(str(exc))}); is the stack up? {STACK_HINT}"
-        ) from exc
-    except CredentialsRejectedError as exc:
-        raise CommandError(
-            f"S3 at {endpoint} refuses the key {store.access_key} ({exc.code}); RAI_S3_ACCESS_KEY"
-            f" and RAI_S3_SECRET_KEY must be the stack's: {STACK_HINT}"
-        ) from exc
-    except AccessDeniedError as exc:
-        raise CommandError(
-            f"S3 at {endpoint} refused the key {store.access_key}: {_one_line(str(exc))};"
-            " the key needs full access to both buckets"
-        ) from exc
-    except ObjectStoreError as exc:
-        raise CommandError(_one_line(str(exc))) from exc
+    return asyncio.run(run())
 
 
 def run_init(args: argparse.Namespace, settings: Settings) -> int:
     steps = with_store(settings, lambda store: init_storage(store, settings))
-    for step in steps:
-        print(step.line())
     changed = sum(step.changed for step in steps)
     where = settings.s3_endpoint_url
+    if args.json:
+        print_json({"endpoint": where, "changed": changed, "settings": steps})
+        return 0
+    for step in steps:
+        print(step.line())
     print(f"storage ready at {where}: {changed} of {len(steps)} settings set now")
     return 0
 
 
 def run_check(args: argparse.Namespace, settings: Settings) -> int:
     results = with_store(settings, lambda store: check_storage(store, settings))
+    failed = [result for result in results if not result.ok]
+    if args.json:
+        print_json({"endpoint": settings.s3_endpoint_url, "ok": not failed, "checks": results})
+        return 1 if failed else 0
     for result in results:
         print(result.line())
-    failed = [result for result in results if not result.ok]
     if failed:
         print(f"{len(failed)} of {len(results)} checks FAILED")
         return 1

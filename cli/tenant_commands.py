@@ -7,9 +7,10 @@ import asyncio
 from typing import Any
 from uuid import UUID
 
-from cli.common import open_app_database, parse_tenant
+from cli.common import app_database, parse_tenant
 from cli.errors import CommandError
-from db.tenants import create_tenant
+from cli.output import add_json_flag, print_json
+from db.tenants import Tenant, create_tenant
 from settings import Settings
 
 
@@ -19,6 +20,7 @@ def register(groups: Any) -> None:
     p = commands.add_parser("create", help="create a tenant and print its id")
     p.add_argument("name", help="display name")
     p.add_argument("--id", type=parse_tenant, help="tenant id to use (default: a new UUID)")
+    add_json_flag(p)
     p.set_defaults(handler=run_create)
 
 
@@ -28,15 +30,16 @@ def run_create(args: argparse.Namespace, settings: Settings) -> int:
     if not name.strip():
         raise CommandError("tenant name must not be blank")
 
-    async def create() -> UUID:
-        db = await open_app_database(settings)
-        try:
-            return (await create_tenant(db, name, tenant_id)).id
-        finally:
-            await db.close()
+    async def create() -> Tenant:
+        async with app_database(settings) as db:
+            return await create_tenant(db, name, tenant_id)
 
     try:
-        print(asyncio.run(create()))
+        created = asyncio.run(create())
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+    if args.json:
+        print_json({"id": created.id, "name": created.name, "created_at": created.created_at})
+    else:
+        print(created.id)
     return 0

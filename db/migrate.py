@@ -1,11 +1,20 @@
 """Versioned, idempotent migrations.
 
 ``rai db migrate`` connects with an administrative login, makes sure the two roles and the
-database exist, then applies, as ``rai_owner`` and in one transaction, every migration not yet
-recorded in ``rai.schema_migrations``. Version 1 is ``schema.sql`` followed by ``triggers.sql``;
-every later change is a new numbered file under ``db/migrations/``, never an edit of an applied
-one (the recorded checksum catches that). SQL is read with :mod:`importlib.resources`, so an
-installed package migrates the same way as a checkout.
+database exist, then, as ``rai_owner`` and in one transaction:
+
+- a new database (nothing recorded in ``rai.schema_migrations``) gets the current schema,
+  ``schema.sql`` followed by ``triggers.sql``, in one step, and every migration is recorded as
+  applied, with the same names and checksums as on a database upgraded one migration at a
+  time: both are then at the latest version and indistinguishable;
+- a database made by an earlier release gets the numbered migrations it has not recorded yet,
+  in order, from ``db/migrations/``.
+
+So a schema change is made twice: as a new numbered migration (never an edit of a released
+one: databases carry its checksum, and a mismatch is refused) and folded into ``schema.sql`` /
+``triggers.sql``. tests/integration/test_migrations.py proves that the two routes end in the
+same catalog. SQL is read with :mod:`importlib.resources`, so an installed package migrates the
+same way as a checkout.
 
 ``rai_owner`` is NOLOGIN: nobody holds its credentials; the administrator becomes it with
 ``SET ROLE`` only while migrating. ``rai_app`` is the only login services use: NOSUPERUSER,
@@ -30,6 +39,11 @@ log = logging.getLogger(__name__)
 _MIGRATION_LOCK_KEY = 0x5241_4944_4D49_4752  # "RAIDMIGR"
 
 
+def _read(files: tuple[str, ...]) -> str:
+    package = resources.files("db")
+    return "\n".join(package.joinpath(name).read_text(encoding="utf-8") for name in files)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -37,21 +51,26 @@ class Migration:
     files: tuple[str, ...]
 
     def sql(self) -> str:
-        package = resources.files("db")
-        return "\n".join(package.joinpath(name).read_text(encoding="utf-8") for name in self.files)
+        return _read(self.files)
 
     def checksum(self) -> str:
         return hashlib.sha256(self.sql().encode("utf-8")).hexdigest()
 
 
+# The history, for upgrading databases of earlier releases. 0001 is the first release's
+# schema.sql and triggers.sql as they were (its checksum is that of the two, joined).
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "schema and laws", ("schema.sql", "triggers.sql")),
+    Migration(1, "schema and laws", ("migrations/0001_schema_and_laws.sql",)),
     Migration(
         2, "model version names its drift report", ("migrations/0002_model_drift_report.sql",)
     ),
     Migration(3, "pipeline bookkeeping on training runs", ("migrations/0003_pipeline_runs.sql",)),
     Migration(6, "governance laws", ("migrations/0006_governance.sql",)),
 )
+LATEST = MIGRATIONS[-1].version
+
+# The current schema: what MIGRATIONS, applied in order, make.
+CURRENT_SCHEMA = ("schema.sql", "triggers.sql")
 
 
 class MigrationError(Exception):
@@ -61,12 +80,22 @@ class MigrationError(Exception):
 @dataclass(frozen=True)
 class MigrationReport:
     database: str
-    applied: tuple[int, ...]
+    applied: tuple[int, ...]  # the versions this run brought in (from the current schema or not)
     current_version: int
 
 
-async def migrate(admin_dsn: str, app_password: str | None = None) -> MigrationReport:
-    """Bring the database named in ``admin_dsn`` to the latest version. Safe to run again."""
+async def migrate(
+    admin_dsn: str, app_password: str | None = None, *, target: int = LATEST
+) -> MigrationReport:
+    """Bring the database named in ``admin_dsn`` to version ``target`` (the latest unless
+    told otherwise). Safe to run again; never goes back.
+
+    A new database brought to an older ``target`` replays the migrations up to it instead of
+    loading the current schema: that is how tests make a database of an earlier release.
+    """
+    known = {m.version for m in MIGRATIONS}
+    if target not in known:
+        raise MigrationError(f"no migration {target}; known versions are {sorted(known)}")
     database = database_name(admin_dsn)
     maintenance = await _connect(with_database(admin_dsn, "postgres"))
     try:
@@ -93,37 +122,41 @@ async def migrate(admin_dsn: str, app_password: str | None = None) -> MigrationR
                 row["version"]: row["checksum"]
                 for row in await conn.fetch("SELECT version, checksum FROM rai.schema_migrations")
             }
-            known = {m.version for m in MIGRATIONS}
             unknown = sorted(set(recorded) - known)
             if unknown:
                 raise MigrationError(
                     f"database {database} has migrations {unknown} that this release does not "
                     "know; it was migrated by a newer release"
                 )
-            applied: list[int] = []
             for migration in MIGRATIONS:
-                checksum = migration.checksum()
-                if migration.version in recorded:
-                    if recorded[migration.version] != checksum:
-                        raise MigrationError(
-                            f"migration {migration.version} ({migration.name}) was applied to "
-                            f"{database} with different SQL; add a new numbered migration "
-                            "instead of editing an applied one"
-                        )
-                    continue
-                log.info("applying migration %s (%s)", migration.version, migration.name)
-                await conn.execute(migration.sql())
+                if migration.version in recorded and recorded[migration.version] != (
+                    migration.checksum()
+                ):
+                    raise MigrationError(
+                        f"migration {migration.version} ({migration.name}) was applied to "
+                        f"{database} with different SQL; add a new numbered migration "
+                        "instead of editing an applied one"
+                    )
+            due = [m for m in MIGRATIONS if m.version not in recorded and m.version <= target]
+            from_current_schema = not recorded and target == LATEST
+            if from_current_schema:
+                log.info("creating the current schema (version %s)", LATEST)
+                await conn.execute(_read(CURRENT_SCHEMA))
+            for migration in due:
+                if not from_current_schema:
+                    log.info("applying migration %s (%s)", migration.version, migration.name)
+                    await conn.execute(migration.sql())
                 await conn.execute(
                     "INSERT INTO rai.schema_migrations (version, name, checksum)"
                     " VALUES ($1, $2, $3)",
                     migration.version,
                     migration.name,
-                    checksum,
+                    migration.checksum(),
                 )
-                applied.append(migration.version)
     finally:
         await conn.close()
-    return MigrationReport(database, tuple(applied), max(known))
+    applied = tuple(m.version for m in due)
+    return MigrationReport(database, applied, max([*recorded, *applied]))
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:

@@ -1,5 +1,11 @@
 -- RAI Level D: tables, constraints, roles' privileges and row-level security.
 --
+-- This file and triggers.sql are the current schema: a new database is made from them alone.
+-- Databases made by earlier releases are brought here by the numbered files in migrations/
+-- (see db/migrate.py); tests/integration/test_migrations.py proves both routes end in the
+-- same catalog. Columns added by a migration stay last in their table, where ALTER TABLE put
+-- them on upgraded databases.
+--
 -- Runs inside the migration transaction as rai_owner, with search_path = rai.
 -- The laws that need procedural code (lineage, status machine, immutability, append-only logs,
 -- the integrity hash chain) live in triggers.sql, applied right after this file.
@@ -88,6 +94,16 @@ CREATE TABLE rai.training_runs (
     created_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
     finished_at     timestamptz,
+    -- The per-tenant Redis mutex hands out a strictly increasing fencing token with each
+    -- lease; a run may only be recorded with a token newer than every run before it, so a
+    -- holder whose lease expired while it was paused can never write a run (RA008,
+    -- triggers.sql).
+    fencing_token   bigint,
+    -- The Ed25519 key the training job signs its completion callback with (a fresh key pair
+    -- per run; the job gets the private half).
+    callback_public_key bytea CONSTRAINT training_runs_callback_key_length
+                        CHECK (octet_length(callback_public_key) = 32),
+    model_name      text,  -- what the run trains
     UNIQUE (tenant_id, id),
     -- A run has finished exactly when it is in a final status.
     CONSTRAINT training_runs_finished_when_final
@@ -115,6 +131,19 @@ INSERT INTO rai.model_status_transitions (from_status, to_status) VALUES
     ('PRODUCTION', 'ROLLED_BACK'),
     ('ARCHIVED', 'PRODUCTION');
 
+CREATE TABLE rai.drift_reports (
+    id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id      uuid NOT NULL REFERENCES rai.tenants (id),
+    report_uri     text NOT NULL,
+    report_sha256  rai.sha256_hex NOT NULL,
+    signature      rai.ed25519_signature NOT NULL,
+    key_id         rai.key_id NOT NULL,
+    summary        jsonb NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT drift_reports_tenant_id_id_key UNIQUE (tenant_id, id),
+    FOREIGN KEY (tenant_id, key_id) REFERENCES rai.signing_keys (tenant_id, key_id)
+);
+
 CREATE TABLE rai.model_versions (
     id                   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant_id            uuid NOT NULL REFERENCES rai.tenants (id),
@@ -136,17 +165,27 @@ CREATE TABLE rai.model_versions (
     metrics              jsonb NOT NULL DEFAULT '{}'::jsonb,
     created_at           timestamptz NOT NULL DEFAULT now(),
     status_changed_at    timestamptz NOT NULL DEFAULT now(),
+    -- The drift report that triggered the training, so the version's whole provenance
+    -- (artifact, dataset, lineage, drift report, bias audit) can be verified from it.
+    drift_report_id      uuid,
     UNIQUE (tenant_id, id),
     CONSTRAINT model_versions_one_number_per_version UNIQUE (tenant_id, model_name, version),
     CONSTRAINT model_versions_not_own_parent CHECK (parent_version_id IS DISTINCT FROM id),
     FOREIGN KEY (tenant_id, parent_version_id) REFERENCES rai.model_versions (tenant_id, id),
     FOREIGN KEY (tenant_id, key_id) REFERENCES rai.signing_keys (tenant_id, key_id),
-    FOREIGN KEY (tenant_id, training_run_id) REFERENCES rai.training_runs (tenant_id, id)
+    FOREIGN KEY (tenant_id, training_run_id) REFERENCES rai.training_runs (tenant_id, id),
+    CONSTRAINT model_versions_drift_report_fkey
+        FOREIGN KEY (tenant_id, drift_report_id) REFERENCES rai.drift_reports (tenant_id, id)
 );
 
 -- At most one PRODUCTION version per (tenant, model name).
 CREATE UNIQUE INDEX model_versions_one_production_per_model
     ON rai.model_versions (tenant_id, model_name) WHERE status = 'PRODUCTION';
+
+-- A model version comes from at most one registration per training run (retries of the
+-- registration step find it instead of registering twice).
+CREATE UNIQUE INDEX model_versions_one_per_training_run
+    ON rai.model_versions (tenant_id, training_run_id) WHERE training_run_id IS NOT NULL;
 
 CREATE TABLE rai.model_status_history (
     id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -161,18 +200,6 @@ CREATE TABLE rai.model_status_history (
 
 CREATE INDEX model_status_history_by_version
     ON rai.model_status_history (tenant_id, model_version_id, id);
-
-CREATE TABLE rai.drift_reports (
-    id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    tenant_id      uuid NOT NULL REFERENCES rai.tenants (id),
-    report_uri     text NOT NULL,
-    report_sha256  rai.sha256_hex NOT NULL,
-    signature      rai.ed25519_signature NOT NULL,
-    key_id         rai.key_id NOT NULL,
-    summary        jsonb NOT NULL,
-    created_at     timestamptz NOT NULL DEFAULT now(),
-    FOREIGN KEY (tenant_id, key_id) REFERENCES rai.signing_keys (tenant_id, key_id)
-);
 
 CREATE TABLE rai.bias_audits (
     id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),

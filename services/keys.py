@@ -21,6 +21,7 @@ from db.errors import Law
 from db.integrity import record_check
 from db.repository import Database
 from domain.signing import Signer, key_id
+from services.errors import NotFoundError
 from settings import OWNER_ROLE, Settings, redacted_dsn
 
 KeyPurpose = Literal["device", "platform"]
@@ -28,6 +29,14 @@ KeyPurpose = Literal["device", "platform"]
 
 class PlatformKeyError(Exception):
     """The platform signing key cannot be loaded."""
+
+
+class AdministrativeDatabaseUnavailable(ValueError):
+    """The administrative login cannot reach the database."""
+
+
+class UnknownTenantError(NotFoundError, ValueError):
+    """The administrative path was asked about a tenant that does not exist."""
 
 
 def load_platform_signer(settings: Settings, *, create: bool = False) -> Signer:
@@ -75,7 +84,9 @@ async def register_platform_key(admin_dsn: str, tenant_id: UUID, public_key: byt
     try:
         conn = await asyncpg.connect(admin_dsn, timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
-        raise ValueError(f"cannot connect to {redacted_dsn(admin_dsn)}: {exc}") from exc
+        raise AdministrativeDatabaseUnavailable(
+            f"cannot connect to {redacted_dsn(admin_dsn)}: {exc}"
+        ) from exc
     try:
         await conn.set_type_codec(
             "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
@@ -93,7 +104,7 @@ async def register_platform_key(admin_dsn: str, tenant_id: UUID, public_key: byt
                 "SELECT set_config('app.current_tenant_id', $1, true)", str(tenant_id)
             )
             if not await conn.fetchval("SELECT 1 FROM tenants WHERE id = $1", tenant_id):
-                raise ValueError(f"no tenant {tenant_id}")
+                raise UnknownTenantError(f"no tenant {tenant_id}")
             return await _register(conn, tenant_id, public_key, "platform")
     finally:
         await conn.close()

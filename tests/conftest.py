@@ -1,4 +1,5 @@
-"""Fixtures shared by every test layer: a real Postgres server and per-test databases."""
+"""Fixtures shared by every test layer: a real Postgres server and per-test databases, the
+run's S3 server, and the run's two Temporal servers (tests/temporal.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from adapters.objectstore import ObjectStore
 from adapters.storage_setup import init_storage
@@ -17,6 +19,9 @@ from settings import Settings, app_dsn_for, with_database
 from tests.integration.services_env import ServicesEnv
 from tests.pg import cloned_database, create_template, drop_database, shared_tempdir
 from tests.s3 import private_s3
+from tests.temporal import SharedTimeSkippingServer, dev_server
+
+pytest_plugins = ("tests.hangs",)
 
 
 async def _reachable(dsn: str) -> bool:
@@ -103,3 +108,37 @@ async def services_env(
     """Services' outside world: the test's own database, the run's buckets, a platform key."""
     async with ObjectStore.from_settings(service_storage) as store:
         yield ServicesEnv(app_db, store, service_storage, Signer.generate(), db_admin_dsn)
+
+
+@pytest.fixture(scope="session")
+async def temporal() -> AsyncIterator[WorkflowEnvironment]:
+    """The run's Temporal dev server, started when a test first asks for it. Tests keep to
+    their own task queues and workflow ids (see tests/temporal.py)."""
+    async with dev_server() as environment:
+        yield environment
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_server() -> AsyncIterator[SharedTimeSkippingServer]:
+    server = SharedTimeSkippingServer()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def time_skipping(
+    time_skipping_server: SharedTimeSkippingServer,
+) -> AsyncIterator[WorkflowEnvironment]:
+    """The run's time-skipping test server.
+
+    Its clock is shared: it skips ahead while any test awaits a workflow result, and never
+    goes back. Tests run one at a time, so only the running test's workflows are waiting on
+    it, and they measure time from their own start (``workflow.now()``,
+    ``get_current_time()``), never against the wall clock. What a test leaves open is
+    terminated when it ends, and a clock it left stuck gets the next test a new server
+    (tests/temporal.py says why that can happen).
+    """
+    yield await time_skipping_server.environment()
+    await time_skipping_server.after_test()

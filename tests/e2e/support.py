@@ -1,5 +1,5 @@
-"""Worker settings for end-to-end tests: the test's own database, the run's S3 buckets, fresh
-task queues and a state directory of the test's own."""
+"""Worker settings for end-to-end tests: the test's own database, the run's S3 buckets and
+Temporal dev server, fresh task queues and a state directory of the test's own."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 from pydantic import SecretStr
+from temporalio.testing import WorkflowEnvironment
 
 from settings import Settings, app_dsn_for
 from tests.integration.services_env import ServicesEnv
@@ -16,7 +17,7 @@ REDIS_KEY_PREFIX = f"rai-test:{uuid.uuid4()}:"
 
 
 def worker_settings(
-    env: ServicesEnv, db_admin_dsn: str, state: Path, temporal_address: str = "127.0.0.1:7233"
+    env: ServicesEnv, db_admin_dsn: str, state: Path, temporal: WorkflowEnvironment
 ) -> Settings:
     s3 = env.settings
     assert s3.s3_secret_key is not None
@@ -31,8 +32,10 @@ def worker_settings(
         s3_datasets_bucket=s3.s3_datasets_bucket,
         state_dir=state,
         platform_signing_key=SecretStr(env.platform.seed_hex()),
-        temporal_address=temporal_address,
+        temporal_address=temporal.client.service_client.config.target_host,
         redis_key_prefix=REDIS_KEY_PREFIX,
+        # The machine's shared Redis runs without an append-only file.
+        redis_require_aof=False,
         training_task_queue=f"training-{uuid.uuid4()}",
         drift_task_queue=f"drift-{uuid.uuid4()}",
     )

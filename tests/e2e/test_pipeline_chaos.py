@@ -66,8 +66,7 @@ async def test_a_worker_killed_mid_training_loses_nothing(
     tenant = await env.tenant()
     await env.seed_events(tenant, "2025", 1100, seed=1)
     await env.seed_events(tenant, "2026", 1100, shift=0.15, seed=2)
-    address = temporal.client.service_client.config.target_host
-    settings = worker_settings(env, db_admin_dsn, tmp_path, address).model_copy(
+    settings = worker_settings(env, db_admin_dsn, tmp_path, temporal).model_copy(
         update={"training_extra_seconds": 8.0}
     )
     first = await start_worker(settings, tmp_path / "worker-1.log")
@@ -109,7 +108,7 @@ async def test_fifty_concurrent_starts_train_exactly_once(
     for tenant in (by_id, by_lock):
         await env.seed_events(tenant, "2025", 1100, seed=1)
         await env.seed_events(tenant, "2026", 1100, shift=0.15, seed=2)
-    settings = worker_settings(env, db_admin_dsn, tmp_path).model_copy(
+    settings = worker_settings(env, db_admin_dsn, tmp_path, temporal).model_copy(
         update={"training_extra_seconds": 4.0}
     )
     client = temporal.client

@@ -30,7 +30,7 @@ async def test_drifted_tenant_ends_with_a_verified_shadow_model(
     tenant = await env.tenant()
     await env.seed_events(tenant, "2025", 1100, seed=1)
     await env.seed_events(tenant, "2026", 1100, shift=0.15, seed=2)
-    settings = worker_settings(env, db_admin_dsn, tmp_path)
+    settings = worker_settings(env, db_admin_dsn, tmp_path, temporal)
     async with running_workers(settings, client=temporal.client):
         started = await start_pipeline(temporal.client, settings, tenant)
         with pytest.raises(PipelineAlreadyRunning):  # Temporal refuses a second start
@@ -80,7 +80,7 @@ async def test_training_that_always_fails_is_dead_lettered_after_five_attempts(
     await env.seed_events(tenant, "2025", 1100, seed=1)
     await env.seed_events(tenant, "2026", 1100, shift=0.15, seed=2)
     # Every job this worker launches refuses its configuration (negative GPU time) and fails.
-    settings = worker_settings(env, db_admin_dsn, tmp_path).model_copy(
+    settings = worker_settings(env, db_admin_dsn, tmp_path, temporal).model_copy(
         update={"training_extra_seconds": -1.0}
     )
     async with running_workers(settings, client=temporal.client):

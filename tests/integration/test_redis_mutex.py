@@ -7,6 +7,7 @@ unreachable Redis fails the test: it is never skipped.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID, uuid4
@@ -21,6 +22,8 @@ from settings import Settings
 pytestmark = pytest.mark.integration
 
 SHORT_TTL = timedelta(milliseconds=300)
+RENEWAL_TTL = timedelta(milliseconds=750)
+RENEW_EVERY = 0.05  # seconds
 
 
 @pytest.fixture
@@ -131,22 +134,42 @@ async def test_a_lease_lost_to_expiry_stays_lost(redis_client: Redis, key_prefix
     assert await mutex.inspect(tenant) is None
 
 
+@pytest.mark.parametrize("stall", [0.0, 0.2], ids=["steady-loop", "loop-stalls-200ms"])
 async def test_renew_keeps_the_lock_past_its_original_ttl(
-    redis_client: Redis, key_prefix: str
+    redis_client: Redis, key_prefix: str, stall: float
 ) -> None:
-    mutex = TenantMutex(redis_client, key_prefix=key_prefix, ttl=SHORT_TTL)
+    """Renewals keep the lock for twice its TTL, also when the event loop stalls between them
+    (a busy worker). Only the gap between two renewals matters: Redis expires the lock, as it
+    must, if a gap exceeds the TTL; renewing every 50 ms against a 750 ms TTL leaves room for
+    stalls of several hundred milliseconds on a loaded machine."""
+    mutex = TenantMutex(redis_client, key_prefix=key_prefix, ttl=RENEWAL_TTL)
     tenant = uuid4()
+    loop = asyncio.get_running_loop()
+    ttl = RENEWAL_TTL.total_seconds()
     lease = await _acquired(mutex, tenant, "worker-a")
-
-    # Renewing every 100 ms for 600 ms: twice the TTL, so only renewals keep it alive.
-    for _ in range(6):
-        await asyncio.sleep(0.1)
-        assert await mutex.renew(lease) is True
+    # Redis set the expiry before acquire returned: from here on, 2 x TTL without renewals
+    # would certainly have expired the lock.
+    taken = previous = loop.time()
+    renewals = 0
+    while loop.time() - taken < 2 * ttl:
+        await asyncio.sleep(RENEW_EVERY)
+        if stall:  # the loop blocks (as CPU-bound work would block it) just as renewal is due
+            loop.call_soon(time.sleep, stall)
+            await asyncio.sleep(0)
+        gap = loop.time() - previous
+        renewed = await mutex.renew(lease)
+        previous = loop.time()
+        renewals += 1
+        assert renewed, (
+            f"renewal {renewals} found the lock gone {gap * 1000:.0f} ms after the previous "
+            f"renewal (TTL {ttl * 1000:.0f} ms)"
+        )
         state = await mutex.inspect(tenant)
-        assert state is not None
-        assert state.holder == "worker-a"
+        assert state is not None, f"the lock vanished right after renewal {renewals}"
+        assert (state.holder, state.fence) == ("worker-a", lease.fence)
 
-    assert await mutex.acquire(tenant, "worker-b") is None
+    assert loop.time() - taken >= 2 * ttl
+    assert await mutex.acquire(tenant, "worker-b") is None, "the renewed lock was free"
     assert await mutex.release(lease) is True
 
 

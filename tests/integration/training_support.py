@@ -21,6 +21,7 @@ from domain.jobs import JobOrigin, JobSpec, JobStatus, job_name_for
 from domain.training import TrainingJobArgs
 from services.training import job_environment
 from settings import Settings
+from tests.polling import wait_until
 
 SOIL_EFFECTS = {"clay": -1.5, "loam": 0.0, "sand": 1.0}
 
@@ -112,14 +113,21 @@ async def wait_until_exited(
     """The job's status once it is finished and its process has exited (so a test never
     leaves a trainer behind still sending its callback)."""
     directory = runner.job_dir(name)
-    async with asyncio.timeout(within):
-        while True:
-            status = await runner.status(name)
-            record = ProcessSlot(directory).load()
-            gone = record is None or not is_alive(record.pid, record.start_time)
-            if status.finished and gone:
-                return status
-            await asyncio.sleep(0.1)
+
+    async def probe() -> tuple[JobStatus, bool]:
+        status = await runner.status(name)
+        record = ProcessSlot(directory).load()
+        return status, record is None or not is_alive(record.pid, record.start_time)
+
+    status, _ = await wait_until(
+        probe,
+        lambda seen: seen[0].finished and seen[1],
+        within=within,
+        every=0.1,
+        failure=f"job {name} did not finish with its process gone",
+        shown=lambda seen: f"{seen[0]}, process {'gone' if seen[1] else 'alive'}",
+    )
+    return status
 
 
 def _job_names(jobs_dir: Path) -> list[str]:

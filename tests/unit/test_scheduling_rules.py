@@ -7,7 +7,7 @@ from uuid import UUID
 
 import pytest
 
-from scheduling import IntervalError, format_interval, parse_interval, schedule_id
+from domain.schedules import IntervalError, format_interval, parse_interval, schedule_id
 
 pytestmark = pytest.mark.unit
 
