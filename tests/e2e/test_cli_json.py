@@ -33,7 +33,7 @@ from devstack import Stack
 from domain.model_status import ModelStatus
 from domain.signing import Signer
 from services.pipeline import PipelineService
-from services.promotion import promote_challenger
+from services.promotion import enter_canary, promote_challenger
 from settings import Settings, app_dsn_for, with_database
 from tests.e2e.support import REDIS_KEY_PREFIX, worker_settings
 from tests.integration.promotion_support import model_in
@@ -319,6 +319,10 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     other = await world.services.tenant("rollback farm")
     old = await model_in(world.services, other, ModelStatus.PRODUCTION)
     new = await model_in(world.services, other, ModelStatus.SHADOW)
+    # CANARY is a stage of its own: a challenger reaches PRODUCTION only from there.
+    await enter_canary(
+        world.services.db, other, new, expected_champion_id=old, reason="test", details={}
+    )
     await promote_challenger(
         world.services.db, other, new, expected_champion_id=old, reason="test", details={}
     )
