@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.holdout import DEFAULT_HOLDOUT_FRACTION
 from domain.pipeline import DRIFT_QUEUE, TRAINING_QUEUE
 
 APP_ROLE = "rai_app"
@@ -61,6 +62,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8088
     training_extra_seconds: float = 0.0
+    # Governance (domain.holdout, services.bias): the share of fields never trained on (their
+    # events give the validation metrics and are all the bias audit sees), and the smallest
+    # group of held-out events the audit judges (smaller ones are reported as such).
+    holdout_fraction: float = Field(default=DEFAULT_HOLDOUT_FRACTION, gt=0, lt=1)
+    bias_min_group_size: int = Field(default=30, ge=1)
 
     s3_endpoint_url: str = "http://127.0.0.1:8333"
     s3_region: str = "us-east-1"

@@ -6,7 +6,8 @@ Workflows:
     ``RetrainingPipeline``, id ``retrain/{tenant}`` -- :func:`start_pipeline`,
     :func:`pipeline_status`, :func:`list_pipeline_runs` (manual and scheduled runs).
     ``ShadowEvaluation``, id ``shadow/{model version}`` -- :func:`start_shadow_evaluation`,
-    :func:`shadow_evaluation_status`.
+    :func:`shadow_evaluation_status`, :func:`approve_model` (its ``approve`` update). The
+    pipeline itself starts one for each version it brings to SHADOW.
     The training job's completion callback -- :class:`TemporalSignaller`.
 
 Schedules (M32): one Temporal Schedule per tenant, id ``retrain-schedule/{tenant}``, whose action
@@ -24,7 +25,8 @@ run covers them).
 
 Failures: :class:`TemporalUnavailable` when the server cannot be reached (at connect or on a
 call), :class:`WorkflowNotFound` / :class:`ScheduleNotFoundError` for an unknown id,
-:class:`AlreadyRunning` / :class:`ScheduleExistsError` when Temporal refuses a duplicate.
+:class:`AlreadyRunning` / :class:`ScheduleExistsError` when Temporal refuses a duplicate,
+:class:`ApprovalRefused` when an evaluation refuses an approval.
 Clients use the pydantic data converter, as the workers do.
 """
 
@@ -53,6 +55,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -68,7 +71,9 @@ from domain.pipeline import (
     pipeline_workflow_id,
 )
 from domain.promotion import (
+    APPROVE_UPDATE,
     DEFAULT_CHECK_INTERVAL,
+    Approval,
     EvaluationInput,
     EvaluationProgress,
     EvaluationResult,
@@ -122,6 +127,10 @@ class EvaluationAlreadyRunning(AlreadyRunning):
 
 class ScheduleExistsError(Exception):
     """The tenant already has a retraining schedule."""
+
+
+class ApprovalRefused(Exception):
+    """The shadow evaluation refused the approval (its validator, or it ended meanwhile)."""
 
 
 class WorkerQueue(StrEnum):
@@ -363,6 +372,29 @@ async def shadow_evaluation_status(
         found.result,
         workflow_ui_link(settings, workflow_id, found.run_id),
     )
+
+
+async def approve_model(client: Client, model_version_id: UUID, approval: Approval) -> str:
+    """Send ``approval`` to the model version's shadow evaluation (its ``approve`` update) and
+    return what the evaluation answers once the version is in CANARY. WorkflowNotFound if no
+    evaluation of that version runs; ApprovalRefused if it does not take the approval."""
+    workflow_id = shadow_evaluation_workflow_id(model_version_id)
+    handle = client.get_workflow_handle_for(ShadowEvaluation.run, workflow_id)
+    try:
+        with _calling(client):
+            # By name: the SDK's typing of an async update method with a validator does not
+            # match execute_update's overloads.
+            answer: str = await handle.execute_update(APPROVE_UPDATE, approval, result_type=str)
+    except WorkflowUpdateFailedError as exc:
+        raise ApprovalRefused(str(exc.cause)) from exc
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise WorkflowNotFound(
+                f"no running shadow evaluation {workflow_id} (is model version"
+                f" {model_version_id} in SHADOW?)"
+            ) from exc
+        raise
+    return answer
 
 
 @dataclass(frozen=True)

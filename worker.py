@@ -73,6 +73,7 @@ async def running_workers(
                 environment=job_environment(
                     settings, extra_seconds=settings.training_extra_seconds
                 ),
+                holdout_fraction=settings.holdout_fraction,
             ),
         )
         activities = PipelineActivities(
@@ -83,7 +84,12 @@ async def running_workers(
                 DriftAnalysisService(db, store, platform, bucket=settings.s3_registry_bucket),
             ),
             training=training,
-            audits=ModelAuditService(db, store, BiasAuditService(db, platform)),
+            audits=ModelAuditService(
+                db,
+                store,
+                BiasAuditService(db, platform, min_group_size=settings.bias_min_group_size),
+                holdout_fraction=settings.holdout_fraction,
+            ),
             registry=registry,
         )
         promotion = PromotionActivities(db=db)

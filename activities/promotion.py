@@ -14,6 +14,8 @@ from temporalio import activity
 from activities.failures import step_failures
 from db.repository import Database
 from domain.promotion import (
+    ChallengerEvidence,
+    ChallengerEvidenceRequest,
     ConcludeInput,
     Conclusion,
     PairedOutcomes,
@@ -29,7 +31,13 @@ class PromotionActivities:
 
     def activities(self) -> list[Callable[..., Any]]:
         """Everything ShadowEvaluation runs (on ``training-queue``)."""
-        return [self.read_paired_outcomes, self.promote_challenger, self.reject_challenger]
+        return [
+            self.read_paired_outcomes,
+            self.read_challenger_evidence,
+            self.enter_canary,
+            self.promote_challenger,
+            self.reject_challenger,
+        ]
 
     @activity.defn(name=PromotionActivityName.READ_PAIRED_OUTCOMES)
     async def read_paired_outcomes(self, request: PairedOutcomesRequest) -> PairedOutcomes:
@@ -43,6 +51,27 @@ class PromotionActivities:
                 settle=request.settle,
             )
 
+    @activity.defn(name=PromotionActivityName.READ_CHALLENGER_EVIDENCE)
+    async def read_challenger_evidence(
+        self, request: ChallengerEvidenceRequest
+    ) -> ChallengerEvidence:
+        with step_failures():
+            return await promotion.read_challenger_evidence(
+                self._db, request.tenant_id, request.model_version_id, settle=request.settle
+            )
+
+    @activity.defn(name=PromotionActivityName.ENTER_CANARY)
+    async def enter_canary(self, request: ConcludeInput) -> Conclusion:
+        with step_failures():
+            return await promotion.enter_canary(
+                self._db,
+                request.tenant_id,
+                request.model_version_id,
+                expected_champion_id=request.champion_id,
+                reason=request.reason,
+                details=_details(request),
+            )
+
     @activity.defn(name=PromotionActivityName.PROMOTE_CHALLENGER)
     async def promote_challenger(self, request: ConcludeInput) -> Conclusion:
         with step_failures():
@@ -52,9 +81,7 @@ class PromotionActivities:
                 request.model_version_id,
                 expected_champion_id=request.champion_id,
                 reason=request.reason,
-                details=promotion.decision_details(
-                    request.sprt, request.champion_id, request.workflow_id
-                ),
+                details=_details(request),
             )
 
     @activity.defn(name=PromotionActivityName.REJECT_CHALLENGER)
@@ -66,7 +93,15 @@ class PromotionActivities:
                 request.model_version_id,
                 expected_champion_id=request.champion_id,
                 reason=request.reason,
-                details=promotion.decision_details(
-                    request.sprt, request.champion_id, request.workflow_id
-                ),
+                details=_details(request),
             )
+
+
+def _details(request: ConcludeInput) -> dict[str, Any]:
+    return promotion.decision_details(
+        request.sprt,
+        request.champion_id,
+        request.workflow_id,
+        approval=request.approval,
+        evidence=request.evidence,
+    )

@@ -1,6 +1,7 @@
 """``rai demo``: one complete retraining cycle on the embedded local stack (M28).
 
-Stack up -> migrate -> storage -> demo tenant with a device key -> a reference season and a
+Stack up -> migrate -> storage -> demo tenant with its platform key (registered the administrative
+way, as `rai keys platform register` does) and a device key -> a reference season and a
 visibly drifted season of signed events -> a worker -> RetrainingPipeline -> summary -> the new
 model version verified. Exits 0 only if all of that happened; running it again trains the next
 version. ``rai demo seed`` does only the tenant and its events. With ``--json`` the steps stay
@@ -26,6 +27,7 @@ from db.tenants import create_tenant
 from devstack import Stack, StackError, StackInfo, StackStartError
 from domain.pipeline import PipelineOutcome
 from services.demo import SeededSeason, seed_season
+from services.keys import PlatformKeyError, load_platform_signer, register_platform_key
 from services.verify import ProvenanceVerifier
 from settings import Settings, app_dsn_for, redacted_dsn
 
@@ -75,9 +77,18 @@ class DemoTenant:
     seasons: tuple[SeededSeason, ...]
 
 
-async def seed_demo_tenant(db: Database, tenant_name: str, progress: Progress) -> DemoTenant:
+async def seed_demo_tenant(
+    db: Database, settings: Settings, tenant_name: str, progress: Progress
+) -> DemoTenant:
     tenant = await create_tenant(db, tenant_name, demo_tenant_id(tenant_name))
     progress.detail(f"tenant {tenant.name}: {tenant.id}")
+    # What `rai keys platform register` does: the administrative login, never rai_app.
+    try:
+        platform = load_platform_signer(settings, create=True)
+        kid = await register_platform_key(settings.database_url, tenant.id, platform.public_key)
+    except (PlatformKeyError, ValueError, OSError) as exc:
+        raise CommandError(f"platform key for the demo tenant: {exc}") from exc
+    progress.detail(f"platform key {kid} registered (administrative login)")
     seasons = []
     for season, shift, seed in ((REFERENCE_SEASON, 0.0, 2025), (DRIFTED_SEASON, 0.15, 2026)):
         seeded = await seed_season(
@@ -92,7 +103,7 @@ async def seed_demo_tenant(db: Database, tenant_name: str, progress: Progress) -
 def run_seed(args: argparse.Namespace, settings: Settings) -> int:
     async def seed() -> DemoTenant:
         async with app_database(settings) as db:
-            return await seed_demo_tenant(db, args.tenant, Progress(quiet=args.json))
+            return await seed_demo_tenant(db, settings, args.tenant, Progress(quiet=args.json))
 
     tenant = asyncio.run(seed())
     if args.json:
@@ -160,9 +171,9 @@ async def _demo(settings: Settings, tenant_name: str, *, as_json: bool) -> int:
         for setup in await init_storage(store, settings):
             progress.detail(setup.line())
 
-    progress.step(4, "demo tenant, device key and signed events")
+    progress.step(4, "demo tenant, platform and device keys, signed events")
     async with app_database(settings) as db:
-        tenant = (await seed_demo_tenant(db, tenant_name, progress)).id
+        tenant = (await seed_demo_tenant(db, settings, tenant_name, progress)).id
 
         progress.step(5, "retraining pipeline (API for callbacks, worker on both task queues)")
         async with (

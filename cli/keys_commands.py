@@ -7,14 +7,17 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from cli.common import app_database, parse_tenant
-from cli.errors import CommandError
+from cli.common import STACK_HINT, app_database, parse_tenant
+from cli.errors import CommandError, NotFound, ServiceUnavailable
 from cli.output import add_json_flag, print_json
 from domain.signing import KeyMaterialError, Signer
+from services.errors import NotFoundError
 from services.keys import (
+    AdministrativeDatabaseUnavailable,
     PlatformKeyError,
     load_platform_signer,
     register_key,
+    register_platform_key,
     revoke_key,
     write_private_key,
 )
@@ -30,6 +33,18 @@ def register(groups: Any) -> None:
     )
     add_json_flag(p)
     p.set_defaults(handler=run_platform)
+    platform_commands = p.add_subparsers(dest="platform_command", metavar="COMMAND")
+    r = platform_commands.add_parser(
+        "register",
+        help="register the platform's public key for a tenant (administrative login only)",
+    )
+    r.add_argument("--tenant", required=True, type=parse_tenant)
+    r.add_argument(
+        "--public-key",
+        help="raw Ed25519 public key, 64 hex chars (default: the configured platform key's)",
+    )
+    add_json_flag(r)
+    r.set_defaults(handler=run_platform_register)
 
     p = commands.add_parser("generate", help="make a device key pair; the seed goes to --out")
     p.add_argument("--out", required=True, type=Path, help="file for the private seed (0600)")
@@ -39,7 +54,12 @@ def register(groups: Any) -> None:
     p = commands.add_parser("register", help="register a public key for a tenant")
     p.add_argument("--tenant", required=True, type=parse_tenant)
     p.add_argument("--public-key", required=True, help="raw Ed25519 public key, 64 hex chars")
-    p.add_argument("--purpose", choices=["device", "platform"], default="device")
+    p.add_argument(
+        "--purpose",
+        choices=["device", "platform"],
+        default="device",
+        help="platform keys: the database refuses them here; use `rai keys platform register`",
+    )
     add_json_flag(p)
     p.set_defaults(handler=run_register)
 
@@ -65,6 +85,39 @@ def run_platform(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def run_platform_register(args: argparse.Namespace, settings: Settings) -> int:
+    if args.public_key is None:
+        try:
+            public_key = load_platform_signer(settings).public_key
+        except (PlatformKeyError, KeyMaterialError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+    else:
+        public_key = _public_key(args.public_key)
+    try:
+        kid = asyncio.run(register_platform_key(settings.database_url, args.tenant, public_key))
+    except AdministrativeDatabaseUnavailable as exc:
+        raise ServiceUnavailable(f"{exc} (is the stack up? {STACK_HINT})") from exc
+    except NotFoundError as exc:
+        raise NotFound(str(exc)) from exc
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.json:
+        print_json({"key_id": kid, "tenant_id": args.tenant, "purpose": "platform"})
+    else:
+        print(f"platform key {kid} registered for tenant {args.tenant}")
+    return 0
+
+
+def _public_key(text: str) -> bytes:
+    try:
+        public_key = bytes.fromhex(text)
+    except ValueError:
+        raise CommandError("--public-key must be hex") from None
+    if len(public_key) != 32:
+        raise CommandError("--public-key must be 32 bytes (64 hex characters)")
+    return public_key
+
+
 def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     signer = Signer.generate()
     try:
@@ -85,12 +138,7 @@ def run_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_register(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        public_key = bytes.fromhex(args.public_key)
-    except ValueError:
-        raise CommandError("--public-key must be hex") from None
-    if len(public_key) != 32:
-        raise CommandError("--public-key must be 32 bytes (64 hex characters)")
+    public_key = _public_key(args.public_key)
 
     async def register_it() -> str:
         async with app_database(settings) as db:

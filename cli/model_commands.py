@@ -1,18 +1,40 @@
-"""``rai model list | rollback | download``: a tenant's model versions, rollback with its
-cooldown (M23), and a version's artifact at its pinned S3 version. The shadow evaluation is
-``rai evaluation``; a version's signed provenance is ``rai provenance``."""
+"""``rai model list | rollback | download | approve``: a tenant's model versions, rollback with
+its cooldown (M23), a version's artifact at its pinned S3 version, and the approval of a
+challenger that has no champion. The shadow evaluation is ``rai evaluation``; a version's signed
+provenance is ``rai provenance``.
+
+``rai model approve --model-version ID --reason TEXT [--approver NAME]``: a challenger whose
+model has no PRODUCTION version is not promoted on the evaluation's say-so; it waits in SHADOW
+for this approval (or for enough outcomes no worse than the baseline, see
+``domain/promotion.py``). The approval goes to the version's ``ShadowEvaluation`` as its
+validated ``approve`` update (``starter.approve_model``); the evaluation moves the version to
+CANARY with "approved by NAME: TEXT" in the status history and the audit chain, and answers.
+Exit 0 approved (the version is in CANARY), 1 refused (not waiting for an approval, a blank
+reason...), 3 no running evaluation of that version, 4 Temporal unreachable.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 from pathlib import Path
 from typing import Any
 
-from cli.common import app_database, object_store, parse_model_id, parse_tenant, trusted_keys
+from pydantic import ValidationError
+
+from cli.common import (
+    app_database,
+    object_store,
+    parse_model_id,
+    parse_tenant,
+    temporal,
+    trusted_keys,
+)
 from cli.errors import CommandError
 from cli.output import add_json_flag, print_json
 from domain.policies import ROLLBACK_COOLDOWN, cooldown_ends_at
+from domain.promotion import Approval
 from services.keys import PlatformKeyError, load_platform_signer
 from services.promotion import ModelVersionSummary, list_model_versions
 from services.provenance import DownloadedArtifact, download_artifact
@@ -21,7 +43,7 @@ from settings import Settings
 
 
 def register(groups: Any) -> None:
-    model = groups.add_parser("model", help="model versions: list, rollback, download")
+    model = groups.add_parser("model", help="model versions: list, rollback, download, approve")
     commands = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
     p = commands.add_parser("list", help="a tenant's model versions and their status")
     p.add_argument("--tenant", required=True, type=parse_tenant)
@@ -49,6 +71,18 @@ def register(groups: Any) -> None:
     p.add_argument("--out", required=True, type=Path, help="where to write the artifact")
     add_json_flag(p)
     p.set_defaults(handler=run_download)
+    p = commands.add_parser(
+        "approve",
+        help="approve a SHADOW model version that has no PRODUCTION champion (-> CANARY;"
+        " exit 3 if no evaluation of it is running)",
+    )
+    p.add_argument("--model-version", required=True, type=parse_model_id, metavar="ID")
+    p.add_argument("--reason", required=True, help="why; recorded with the approval")
+    p.add_argument(
+        "--approver", default=None, help="who approves (default: the login name of this process)"
+    )
+    add_json_flag(p)
+    p.set_defaults(handler=run_approve)
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -135,4 +169,37 @@ def run_download(args: argparse.Namespace, settings: Settings) -> int:
     print(f"wrote     {done.path} ({done.size} bytes)")
     print(f"from      {done.artifact_uri}")
     print(f"sha256    {done.sha256} (matches the signed record)")
+    return 0
+
+
+def run_approve(args: argparse.Namespace, settings: Settings) -> int:
+    approver = args.approver if args.approver is not None else getpass.getuser()
+    try:
+        approval = Approval(approver=approver, reason=args.reason)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise CommandError(f"invalid approval: {problems}") from None
+
+    # Temporal's client is imported here: the other `rai model` commands do not need it.
+    from starter import ApprovalRefused, approve_model
+
+    async def approve() -> str:
+        async with temporal(settings) as client:
+            try:
+                return await approve_model(client, args.model_version, approval)
+            except ApprovalRefused as exc:
+                raise CommandError(f"approval refused: {exc}") from exc
+
+    detail = asyncio.run(approve())
+    if args.json:
+        print_json(
+            {
+                "model_version_id": args.model_version,
+                "approved_by": approval.approver,
+                "reason": approval.reason,
+                "detail": detail,
+            }
+        )
+    else:
+        print(detail)
     return 0

@@ -10,12 +10,17 @@ class Law(StrEnum):
 
     LINEAGE_INTEGRITY = "RA001"
     ILLEGAL_MODEL_STATUS_TRANSITION = "RA002"
+    # also: the audit must name a registered, unrevoked platform key (validate_shadow_audit_signer)
     SHADOW_REQUIRES_PASSED_BIAS_AUDIT = "RA003"
     MODEL_TAMPERING = "RA004"
     APPEND_ONLY = "RA005"
     IMMUTABLE_COLUMN = "RA006"
+    # also: a training run inserted in any status but QUEUED (enforce_training_run_starts_queued)
     ILLEGAL_TRAINING_RUN_TRANSITION = "RA007"
     STALE_FENCE = "RA008"
+    # guard_platform_keys: only the administrative path inserts platform keys; a revoked key
+    # stays revoked.
+    PLATFORM_KEY_ADMINISTRATIVE = "RA010"
     # Laws kept by constraints carry the standard codes; the constraint name tells which.
     UNIQUE = "23505"
     CHECK = "23514"

@@ -65,6 +65,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         2, "model version names its drift report", ("migrations/0002_model_drift_report.sql",)
     ),
     Migration(3, "pipeline bookkeeping on training runs", ("migrations/0003_pipeline_runs.sql",)),
+    Migration(6, "governance laws", ("migrations/0006_governance.sql",)),
 )
 LATEST = MIGRATIONS[-1].version
 

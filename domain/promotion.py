@@ -11,10 +11,26 @@ that shows no difference is evidence for H0; an identical copy of the champion i
 rejected after a handful of events instead of being evaluated forever (dropping ties, as a
 plain sign test would, leaves such a copy at CONTINUE indefinitely).
 
-No champion: when the model has no PRODUCTION version there is nothing to compare against, and
-the challenger — already registered with provenance, bias-audited and signature-checked on its
-way to SHADOW — becomes the first PRODUCTION version at once (reason "first production
-version"), through CANARY like every promotion.
+Stages. SHADOW: the challenger is judged against the champion by the SPRT; ACCEPT moves it to
+CANARY, REJECT to REJECTED. CANARY is a stage of its own: the challenger stays there for
+``canary_dwell`` (24 h by default) while a fresh SPRT keeps reading the paired outcomes that
+arrive meanwhile; a REJECT during the dwell ends it REJECTED, otherwise at the end of the dwell
+it becomes PRODUCTION and the previous PRODUCTION version is ARCHIVED.
+
+No champion: when the model has no PRODUCTION version there is nothing to compare against, so
+the challenger does not become PRODUCTION without evidence. It waits in SHADOW for either
+
+- an explicit approval (``rai model approve --model-version ID --reason TEXT``: the workflow's
+  ``approve`` update, validated, recorded with who and why in the status history and the audit
+  chain), or
+- at least ``min_outcomes`` outcomes (events carrying the observed outcome and the
+  challenger's prediction) on which the challenger's mean absolute error is no worse than the
+  *baseline*: the mean absolute error of always predicting the mean observed outcome of those
+  same events (:func:`evidence_suffices`). A model that cannot beat that constant has learnt
+  nothing worth serving.
+
+Then it goes through CANARY like every promotion (without a champion there are no pairs, so the
+canary's SPRT stays undecided and only the dwell applies).
 
 Events are consumed incrementally in ``(received_at, id)`` order: the workflow keeps the cursor
 of the last event it counted and the SPRT state; each check reads only newer events. A change
@@ -29,9 +45,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from domain.model_status import ModelStatus
 from domain.sprt import SprtConfig, SprtDecision, SprtResult, start_sprt
@@ -42,8 +59,11 @@ DEFAULT_CHECK_INTERVAL = timedelta(hours=1)
 DEFAULT_SETTLE = timedelta(minutes=5)
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_CHECKS_PER_RUN = 100
-FIRST_PRODUCTION_REASON = "first production version"
+DEFAULT_CANARY_DWELL = timedelta(hours=24)
+DEFAULT_MIN_OUTCOMES = 200
 DECISION_CHECK_TYPE = "shadow_evaluation.decision"
+APPROVE_UPDATE = "approve"
+SHADOW_EVALUATION_WORKFLOW = "ShadowEvaluation"
 
 
 def shadow_evaluation_workflow_id(model_version_id: UUID) -> str:
@@ -77,6 +97,52 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class Approval(_Message):
+    """Who approved a challenger that has no champion to be compared with, and why."""
+
+    approver: NonBlank
+    reason: NonBlank
+
+
+class ChallengerEvidenceRequest(_Message):
+    tenant_id: UUID
+    model_version_id: UUID
+    settle: timedelta = Field(ge=timedelta(0))
+
+
+class ChallengerEvidence(_Message):
+    """The challenger's error on every settled event with an outcome and its prediction, and
+    the baseline's (always predicting those events' mean outcome); None without events."""
+
+    outcomes: int = Field(ge=0)
+    challenger_mae: float | None = None
+    baseline_mae: float | None = None
+
+
+def evidence_suffices(evidence: ChallengerEvidence, min_outcomes: int) -> bool:
+    """Enough outcomes, and an error no worse than the baseline's (module docstring)."""
+    return (
+        evidence.outcomes >= min_outcomes
+        and evidence.challenger_mae is not None
+        and evidence.baseline_mae is not None
+        and evidence.challenger_mae <= evidence.baseline_mae
+    )
+
+
+def describe_evidence(evidence: ChallengerEvidence) -> str:
+    return (
+        f"evidence without a champion: {evidence.outcomes} outcomes, mean absolute error"
+        f" {evidence.challenger_mae} <= baseline {evidence.baseline_mae}"
+    )
+
+
+def describe_approval(approval: Approval) -> str:
+    return f"approved by {approval.approver}: {approval.reason}"
+
+
 class EventCursor(_Message):
     """The last learning event counted, in ``(received_at, id)`` order."""
 
@@ -100,6 +166,11 @@ class EvaluationState(_Message):
     checks: int = Field(default=0, ge=0)
     restarts: int = Field(default=0, ge=0)
     last_check_at: datetime | None = None
+    # An approval received while waiting without a champion, not yet applied.
+    approval: Approval | None = None
+    # Set when the challenger entered CANARY: since when, and the canary's own SPRT.
+    canary_since: datetime | None = None
+    canary_sprt: SprtResult | None = None
 
     @classmethod
     def fresh(cls, config: SprtConfig) -> EvaluationState:
@@ -115,6 +186,10 @@ class EvaluationInput(_Message):
     sprt: SprtConfig = Field(default_factory=SprtConfig)
     # Checks per workflow run before continuing as new, so the history stays small.
     checks_per_run: int = Field(default=DEFAULT_CHECKS_PER_RUN, gt=0)
+    # How long a challenger stays in CANARY (under its own SPRT) before PRODUCTION.
+    canary_dwell: timedelta = Field(default=DEFAULT_CANARY_DWELL, gt=timedelta(0))
+    # Without a champion: the outcomes needed as evidence instead of an approval.
+    min_outcomes: int = Field(default=DEFAULT_MIN_OUTCOMES, gt=0)
     # Set only by continue-as-new.
     state: EvaluationState | None = None
 
@@ -127,6 +202,8 @@ class EvaluationResult(_Message):
     sprt: SprtResult
     champion_id: UUID | None = None
     archived_id: UUID | None = None
+    canary_sprt: SprtResult | None = None
+    approval: Approval | None = None
 
 
 class EvaluationProgress(_Message):
@@ -144,6 +221,9 @@ class EvaluationProgress(_Message):
     restarts: int
     last_check_at: datetime | None
     result: EvaluationResult | None = None
+    awaiting_approval: bool = False
+    canary_since: datetime | None = None
+    canary_sprt: SprtResult | None = None
 
 
 class PairedOutcomesRequest(_Message):
@@ -176,13 +256,16 @@ class ConcludeInput(_Message):
     sprt: SprtResult
     workflow_id: str
     reason: str
+    # What, besides the SPRT, the decision rests on (recorded in the audit chain).
+    approval: Approval | None = None
+    evidence: ChallengerEvidence | None = None
 
 
 class ConclusionStatus(StrEnum):
     DONE = "DONE"
     # The PRODUCTION version is no longer the one the evaluation compared against.
     CHAMPION_CHANGED = "CHAMPION_CHANGED"
-    # The challenger is no longer in SHADOW (moved by someone else).
+    # The challenger is no longer in the stage the decision was taken in (moved elsewhere).
     CHALLENGER_MOVED = "CHALLENGER_MOVED"
 
 
@@ -197,5 +280,7 @@ class PromotionActivityName:
     """The registered names of the shadow evaluation's activities."""
 
     READ_PAIRED_OUTCOMES = "read_paired_outcomes"
+    READ_CHALLENGER_EVIDENCE = "read_challenger_evidence"
+    ENTER_CANARY = "enter_canary"
     PROMOTE_CHALLENGER = "promote_challenger"
     REJECT_CHALLENGER = "reject_challenger"

@@ -6,7 +6,7 @@ The command line (:class:`TrainingJobArgs`)::
     python -m trainer --tenant-id UUID --training-run-id UUID --model-name NAME
         --dataset-uri s3://bucket/key?versionId=V --dataset-sha256 HEX
         --output-prefix s3://bucket/prefix/ [--callback-url URL] [--l2-lambda 1.0]
-        --result-file PATH
+        [--holdout-fraction 0.2] --result-file PATH
 
 (``--result-file`` is added by the job runner: it decides where it reads the result.) The
 environment: the usual ``RAI_S3_*`` settings, :data:`CALLBACK_KEY_ENV` (hex Ed25519 seed,
@@ -30,6 +30,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from domain.canonical import canonical_json
+from domain.holdout import DEFAULT_HOLDOUT_FRACTION
 from domain.signing import DocumentKind, Signer
 
 CALLBACK_KEY_ENV: Final = "RAI_CALLBACK_SIGNING_KEY"
@@ -52,6 +53,9 @@ class TrainingJobArgs:
     output_prefix: str
     callback_url: str | None = None
     l2_lambda: float = DEFAULT_L2_LAMBDA
+    # The share of fields held out of training for validation and the bias audit
+    # (:mod:`domain.holdout`).
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION
 
     def to_argv(self) -> list[str]:
         """The interpreter's arguments for these values: ``-m trainer --tenant-id …`` (the
@@ -73,6 +77,8 @@ class TrainingJobArgs:
             self.output_prefix,
             "--l2-lambda",
             repr(self.l2_lambda),
+            "--holdout-fraction",
+            repr(self.holdout_fraction),
         ]
         if self.callback_url is not None:
             argv += ["--callback-url", self.callback_url]

@@ -3,7 +3,10 @@
 Per group (an event attribute such as region or crop) the mean absolute error of the model's
 predictions is computed; the audit passes when the worst group's error is at most
 ``max_error_ratio`` times the best group's. Groups with fewer than ``min_group_size``
-evaluations are reported but not judged. The signed audit is append-only.
+evaluations are not judged, and say so: they are listed with their counts under
+``insufficient_groups`` and named in the verdict, never silently passed. The pipeline audits on
+the holdout (:mod:`services.evaluation`), and the audit records that split (``split``). The
+signed audit is append-only.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from domain.canonical import canonical_sha256
 from domain.documents import BiasAuditDocument
 from domain.signing import DocumentKind, Signer
 from services.errors import GovernanceRefusal, NotFoundError
-from services.platform import ensure_platform_key
+from services.platform import require_platform_key
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,11 @@ def disparity_metrics(
         for name, values in sorted(errors.items())
     }
     judged = {name: g for name, g in groups.items() if g["n"] >= min_group_size}
+    insufficient = {name: g["n"] for name, g in groups.items() if name not in judged}
     metrics: dict[str, Any] = {
         "groups": groups,
         "judged_groups": sorted(judged),
+        "insufficient_groups": insufficient,
         "max_error_ratio": max_error_ratio,
         "min_group_size": min_group_size,
     }
@@ -69,12 +74,10 @@ def disparity_metrics(
     worst_mae, best_mae = judged[worst]["mae"], judged[best]["mae"]
     ratio = _error_ratio(worst_mae, best_mae)
     passed = ratio is not None and ratio <= max_error_ratio
-    metrics.update(
-        worst_group=worst,
-        best_group=best,
-        error_ratio=ratio,
-        verdict="within bound" if passed else "disparity above bound",
-    )
+    verdict = "within bound" if passed else "disparity above bound"
+    if insufficient:
+        verdict += f"; {len(insufficient)} group(s) under {min_group_size} events not judged"
+    metrics.update(worst_group=worst, best_group=best, error_ratio=ratio, verdict=verdict)
     return passed, metrics
 
 
@@ -106,7 +109,9 @@ class BiasAuditService:
         evaluations: Sequence[Evaluation],
         *,
         group_by: str,
+        split: dict[str, Any] | None = None,
     ) -> AuditResult:
+        """Judge and sign ``evaluations``; ``split`` says which rows they are (recorded)."""
         if not evaluations:
             raise GovernanceRefusal("a bias audit needs evaluations")
         passed, metrics = disparity_metrics(
@@ -115,6 +120,8 @@ class BiasAuditService:
             min_group_size=self._min_group_size,
         )
         metrics["group_by"] = group_by
+        if split is not None:
+            metrics["split"] = split
         audit_id = uuid4()
         document = BiasAuditDocument(
             id=audit_id,
@@ -129,7 +136,7 @@ class BiasAuditService:
                 "SELECT 1 FROM model_versions WHERE id = $1", model_version_id
             ):
                 raise NotFoundError(f"model version {model_version_id} not found")
-            await ensure_platform_key(conn, self._platform)
+            await require_platform_key(conn, self._platform)
             await conn.execute(
                 "INSERT INTO bias_audits (id, tenant_id, model_version_id, passed, metrics,"
                 " report_sha256, signature, key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -148,6 +155,11 @@ class BiasAuditService:
                 "model.bias_audit",
                 str(model_version_id),
                 "PASSED" if passed else "FAILED",
-                {"audit_id": str(audit_id), "error_ratio": metrics["error_ratio"]},
+                {
+                    "audit_id": str(audit_id),
+                    "error_ratio": metrics["error_ratio"],
+                    "insufficient_groups": metrics["insufficient_groups"],
+                    "split": metrics.get("split"),
+                },
             )
         return AuditResult(audit_id, passed, metrics)

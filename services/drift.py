@@ -24,7 +24,7 @@ from domain.canonical import canonical_json, sha256_hex
 from domain.drift import DriftResult, DriftThresholds, FeatureValues, analyze_drift
 from domain.signing import DocumentKind, Signer
 from services.errors import GovernanceRefusal
-from services.platform import ensure_platform_key
+from services.platform import require_platform_key
 from services.ports import ObjectStorePort
 
 REPORT_FORMAT = "rai.drift-report/v1"
@@ -139,7 +139,7 @@ class DriftAnalysisService:
             },
         }
         async with self._db.transaction(tenant_id) as conn:
-            await ensure_platform_key(conn, self._platform)
+            await require_platform_key(conn, self._platform)
             await conn.execute(
                 "INSERT INTO drift_reports (id, tenant_id, report_uri, report_sha256, signature,"
                 " key_id, summary) VALUES ($1, $2, $3, $4, $5, $6, $7)",

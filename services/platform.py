@@ -1,21 +1,31 @@
 """The platform key inside a tenant's scope: every tenant's key registry holds the platform's
-public key, so signatures the platform makes for that tenant verify from the tenant's rows."""
+public key, so signatures the platform makes for that tenant verify from the tenant's rows.
+
+Services never register it (the database refuses a platform key from ``rai_app``, law RA010):
+an administrator does, once per tenant, with ``rai keys platform register --tenant T``.
+"""
 
 from __future__ import annotations
 
 import asyncpg
 
 from domain.signing import Signer
+from services.errors import GovernanceRefusal
 
 
-async def ensure_platform_key(conn: asyncpg.Connection, signer: Signer) -> None:
-    """Register the platform public key for the transaction's tenant (no-op if present)."""
-    await conn.execute(
-        "INSERT INTO signing_keys (tenant_id, key_id, public_key, purpose)"
-        " VALUES (rai.current_tenant_id(), $1, $2, 'platform')"
-        " ON CONFLICT (tenant_id, key_id) DO NOTHING",
-        signer.key_id,
-        signer.public_key,
+class PlatformKeyNotRegisteredError(GovernanceRefusal):
+    """The tenant has no active registration of the key the platform signs with."""
+
+
+async def require_platform_key(conn: asyncpg.Connection, signer: Signer) -> None:
+    """Refuse to sign for the transaction's tenant unless ``signer``'s public key is one of its
+    registered, unrevoked platform keys."""
+    if await active_public_key(conn, signer.key_id, "platform") == signer.public_key:
+        return
+    tenant = await conn.fetchval("SELECT rai.current_tenant_id()")
+    raise PlatformKeyNotRegisteredError(
+        f"platform key {signer.key_id} is not an active platform key of tenant {tenant}:"
+        f" an administrator runs `rai keys platform register --tenant {tenant}`"
     )
 
 

@@ -1,13 +1,15 @@
-"""The shadow evaluation's database work: paired outcomes in, promotion or rejection out.
+"""The shadow evaluation's database work: outcomes in, stage moves out.
 
-``read_paired_outcomes`` reads, for one challenger, the champion of its model and the paired
-outcomes after a cursor (definitions in ``domain/promotion.py``). ``promote_challenger`` makes
-SHADOW -> CANARY -> PRODUCTION with the previous PRODUCTION -> ARCHIVED first, and
-``reject_challenger`` SHADOW -> REJECTED; each in one transaction with its decision appended to
-the tenant's audit chain, and each idempotent (a retried activity finds its work done). Both
-hold a per-(tenant, model) advisory lock, so two evaluations of one model conclude one after
-the other, and refuse to act when the champion is no longer the one the evaluation compared
-against (the caller re-evaluates).
+``read_paired_outcomes`` reads, for one challenger (in SHADOW or CANARY), the champion of its
+model and the paired outcomes after a cursor; ``read_challenger_evidence`` the challenger's and
+the baseline's error when there is no champion (definitions in ``domain/promotion.py``).
+``enter_canary`` makes SHADOW -> CANARY; ``promote_challenger`` CANARY -> PRODUCTION with the
+previous PRODUCTION -> ARCHIVED first; ``reject_challenger`` SHADOW or CANARY -> REJECTED. Each
+runs in one transaction with its decision (and, for an approval, who approved and why)
+appended to the tenant's audit chain and its reason in the status history, and each is
+idempotent (a retried activity finds its work done). They hold a per-(tenant, model) advisory
+lock, so two evaluations of one model conclude one after the other, and refuse to act when the
+champion is no longer the one the evaluation compared against (the caller re-evaluates).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from db.repository import Database
 from domain.model_status import ModelStatus
 from domain.promotion import (
     DECISION_CHECK_TYPE,
+    Approval,
+    ChallengerEvidence,
     Conclusion,
     ConclusionStatus,
     EventCursor,
@@ -33,6 +37,8 @@ from domain.promotion import (
 from domain.sprt import SprtResult
 from services.errors import NotFoundError
 from services.registry import move_status
+
+_EVALUATED = (ModelStatus.SHADOW, ModelStatus.CANARY)
 
 _PAIRED_EVENTS = """
 SELECT id, received_at,
@@ -73,7 +79,7 @@ async def read_paired_outcomes(
             "SELECT id FROM model_versions WHERE model_name = $1 AND status = 'PRODUCTION'",
             model_name,
         )
-        if champion_id is None or status is not ModelStatus.SHADOW:
+        if champion_id is None or status not in _EVALUATED:
             return PairedOutcomes(
                 challenger_status=status, model_name=model_name, champion_id=champion_id
             )
@@ -97,11 +103,49 @@ async def read_paired_outcomes(
     )
 
 
+_CHALLENGER_ERRORS = """
+WITH scored AS (
+    SELECT (payload->>'outcome')::float8 AS outcome,
+           (payload->'predictions'->>$1::text)::float8 AS predicted
+    FROM learning_events
+    WHERE jsonb_typeof(payload->'outcome') = 'number'
+      AND jsonb_typeof(payload->'predictions'->$1::text) = 'number'
+      AND received_at <= now() - $2::interval
+)
+SELECT count(*) AS outcomes,
+       avg(abs(outcome - predicted)) AS challenger_mae,
+       avg(abs(outcome - (SELECT avg(outcome) FROM scored))) AS baseline_mae
+FROM scored
+"""
+
+
+async def read_challenger_evidence(
+    db: Database, tenant_id: UUID, model_version_id: UUID, *, settle: timedelta
+) -> ChallengerEvidence:
+    """The challenger's error on every settled event that carries its prediction, and the
+    baseline's (the mean outcome of the same events, predicted for each)."""
+    async with db.transaction(tenant_id, isolation="repeatable_read") as conn:
+        [row] = await conn.fetch(_CHALLENGER_ERRORS, str(model_version_id), settle)
+    return ChallengerEvidence(
+        outcomes=row["outcomes"],
+        challenger_mae=row["challenger_mae"],
+        baseline_mae=row["baseline_mae"],
+    )
+
+
 def decision_details(
-    sprt: SprtResult, champion_id: UUID | None, workflow_id: str
+    sprt: SprtResult,
+    champion_id: UUID | None,
+    workflow_id: str,
+    *,
+    approval: Approval | None = None,
+    evidence: ChallengerEvidence | None = None,
 ) -> dict[str, Any]:
-    """What the audit chain keeps of a decision: enough to recompute it."""
+    """What the audit chain keeps of a decision: enough to recompute it, and who approved."""
     return {
+        "approved_by": approval.approver if approval else None,
+        "approval_reason": approval.reason if approval else None,
+        "evidence": evidence.model_dump() if evidence else None,
         "decision": sprt.decision.value,
         "wins": sprt.wins,
         "observations": sprt.observations,
@@ -116,6 +160,41 @@ def decision_details(
     }
 
 
+async def enter_canary(
+    db: Database,
+    tenant_id: UUID,
+    model_version_id: UUID,
+    *,
+    expected_champion_id: UUID | None,
+    reason: str,
+    details: dict[str, Any],
+) -> Conclusion:
+    """SHADOW -> CANARY, with the decision (SPRT, approval or evidence) in the chain."""
+    async with db.transaction(tenant_id) as conn:
+        challenger = await _lock_model(conn, tenant_id, model_version_id)
+        status = ModelStatus(challenger["status"])
+        champion_id = await _champion_id(conn, challenger["model_name"])
+        if status is ModelStatus.CANARY:
+            return Conclusion(
+                status=ConclusionStatus.DONE, detail="already in CANARY", champion_id=champion_id
+            )
+        stale = _stale_decision(
+            model_version_id, status, ModelStatus.SHADOW, champion_id, expected_champion_id
+        )
+        if stale is not None:
+            return stale
+        await _move(conn, tenant_id, challenger, ModelStatus.CANARY, reason)
+        await record_check(
+            conn,
+            tenant_id,
+            DECISION_CHECK_TYPE,
+            str(model_version_id),
+            "CANARY",
+            {**details, "reason": reason},
+        )
+    return Conclusion(status=ConclusionStatus.DONE, detail=reason, champion_id=champion_id)
+
+
 async def promote_challenger(
     db: Database,
     tenant_id: UUID,
@@ -125,7 +204,7 @@ async def promote_challenger(
     reason: str,
     details: dict[str, Any],
 ) -> Conclusion:
-    """SHADOW -> CANARY, the champion PRODUCTION -> ARCHIVED, CANARY -> PRODUCTION: one
+    """The champion PRODUCTION -> ARCHIVED, the CANARY challenger -> PRODUCTION: one
     transaction, every move in the status history with its reason, the decision in the chain."""
     async with db.transaction(tenant_id) as conn:
         challenger = await _lock_model(conn, tenant_id, model_version_id)
@@ -140,15 +219,16 @@ async def promote_challenger(
             return Conclusion(
                 status=ConclusionStatus.DONE, detail="already in PRODUCTION", champion_id=None
             )
-        stale = _stale_decision(model_version_id, status, champion_id, expected_champion_id)
+        stale = _stale_decision(
+            model_version_id, status, ModelStatus.CANARY, champion_id, expected_champion_id
+        )
         if stale is not None:
             return stale
-        await _move(conn, tenant_id, challenger, ModelStatus.CANARY, reason)
         if champion is not None:
             await _move(
                 conn, tenant_id, champion, ModelStatus.ARCHIVED, f"replaced by {model_version_id}"
             )
-        await _move(conn, tenant_id, challenger, ModelStatus.PRODUCTION, reason, ModelStatus.CANARY)
+        await _move(conn, tenant_id, challenger, ModelStatus.PRODUCTION, reason)
         await record_check(
             conn,
             tenant_id,
@@ -165,17 +245,28 @@ async def promote_challenger(
     )
 
 
+async def _champion_id(conn: asyncpg.Connection, model_name: str) -> UUID | None:
+    champion_id: UUID | None = await conn.fetchval(
+        "SELECT id FROM model_versions WHERE model_name = $1 AND status = 'PRODUCTION'",
+        model_name,
+    )
+    return champion_id
+
+
 def _stale_decision(
     model_version_id: UUID,
     status: ModelStatus,
+    expected_status: ModelStatus | tuple[ModelStatus, ...],
     champion_id: UUID | None,
     expected_champion_id: UUID | None,
 ) -> Conclusion | None:
     """Why a decision taken on earlier reads no longer applies (None: it still does)."""
-    if status is not ModelStatus.SHADOW:
+    expected = expected_status if isinstance(expected_status, tuple) else (expected_status,)
+    if status not in expected:
         return Conclusion(
             status=ConclusionStatus.CHALLENGER_MOVED,
-            detail=f"model version {model_version_id} is {status}, no longer SHADOW",
+            detail=f"model version {model_version_id} is {status}, no longer"
+            f" {' or '.join(expected)}",
             champion_id=champion_id,
         )
     if champion_id != expected_champion_id:
@@ -196,17 +287,16 @@ async def reject_challenger(
     reason: str,
     details: dict[str, Any],
 ) -> Conclusion:
-    """SHADOW -> REJECTED with the decision in the chain, in one transaction."""
+    """SHADOW or CANARY -> REJECTED with the decision in the chain, in one transaction."""
     async with db.transaction(tenant_id) as conn:
         challenger = await _lock_model(conn, tenant_id, model_version_id)
         status = ModelStatus(challenger["status"])
-        champion_id: UUID | None = await conn.fetchval(
-            "SELECT id FROM model_versions WHERE model_name = $1 AND status = 'PRODUCTION'",
-            challenger["model_name"],
-        )
+        champion_id = await _champion_id(conn, challenger["model_name"])
         if status is ModelStatus.REJECTED:
             return Conclusion(status=ConclusionStatus.DONE, detail="already REJECTED")
-        stale = _stale_decision(model_version_id, status, champion_id, expected_champion_id)
+        stale = _stale_decision(
+            model_version_id, status, _EVALUATED, champion_id, expected_champion_id
+        )
         if stale is not None:
             return stale
         await _move(conn, tenant_id, challenger, ModelStatus.REJECTED, reason)

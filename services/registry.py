@@ -34,7 +34,7 @@ from services.errors import (
     NotFoundError,
     SignatureInvalidError,
 )
-from services.platform import active_public_key, ensure_platform_key
+from services.platform import active_public_key, require_platform_key
 from services.ports import ObjectStorePort
 
 
@@ -131,7 +131,7 @@ class ModelRegistryService:
             )
         pinned = str(uri.at_version(None))
         async with self._db.transaction(tenant_id) as conn:
-            await ensure_platform_key(conn, self._platform)
+            await require_platform_key(conn, self._platform)
             # Version numbers of one model are handed out one at a time.
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",

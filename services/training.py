@@ -26,6 +26,7 @@ from datetime import timedelta
 from typing import Protocol
 from uuid import UUID
 
+from domain.holdout import DEFAULT_HOLDOUT_FRACTION
 from domain.jobs import JobOrigin, JobRunner, JobSpec, JobState, job_attempt, job_name_for
 from domain.pipeline import RegisterInput, RegisterOutput, TrainInput
 from domain.signing import Signer
@@ -78,6 +79,7 @@ class TrainingConfig:
     callback_url: str | None
     environment: JobEnvironment
     poll_interval: timedelta = timedelta(seconds=2)
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION
 
 
 class TrainingRuns(Protocol):
@@ -198,6 +200,7 @@ class TrainingService:
             dataset_sha256=request.dataset_sha256,
             output_prefix=prefix,
             callback_url=self._config.callback_url or None,
+            holdout_fraction=self._config.holdout_fraction,
         )
         environment = self._config.environment.with_callback_key(signer.seed_hex())
         return JobSpec(

@@ -102,10 +102,12 @@ async def service_storage(s3_settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def services_env(app_db: Database, service_storage: Settings) -> AsyncIterator[ServicesEnv]:
+async def services_env(
+    app_db: Database, db_admin_dsn: str, service_storage: Settings
+) -> AsyncIterator[ServicesEnv]:
     """Services' outside world: the test's own database, the run's buckets, a platform key."""
     async with ObjectStore.from_settings(service_storage) as store:
-        yield ServicesEnv(app_db, store, service_storage, Signer.generate())
+        yield ServicesEnv(app_db, store, service_storage, Signer.generate(), db_admin_dsn)
 
 
 @pytest.fixture(scope="session")

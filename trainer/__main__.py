@@ -19,6 +19,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from domain.holdout import DEFAULT_HOLDOUT_FRACTION
 from domain.training import DEFAULT_L2_LAMBDA, TrainingJobArgs, TrainingResult
 from trainer.job import TrainerSettings, exit_code, run_job, write_result_file
 
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-prefix", required=True, help="s3://bucket/prefix/")
     parser.add_argument("--callback-url", help="POST the signed completion callback here")
     parser.add_argument("--l2-lambda", type=float, default=DEFAULT_L2_LAMBDA)
+    parser.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=DEFAULT_HOLDOUT_FRACTION,
+        help="share of fields never trained on (validation metrics and the bias audit)",
+    )
     parser.add_argument("--result-file", type=Path, required=True)
     return parser
 
@@ -66,6 +73,7 @@ def parse_command_line(argv: Sequence[str] | None = None) -> tuple[TrainingJobAr
         output_prefix=namespace.output_prefix,
         callback_url=namespace.callback_url,
         l2_lambda=namespace.l2_lambda,
+        holdout_fraction=namespace.holdout_fraction,
     )
     return args, namespace.result_file
 

@@ -37,6 +37,7 @@ from pydantic import Field, SecretStr
 from adapters.callback_client import post_callback
 from adapters.objectstore import InvalidS3UriError, ObjectStore, ObjectStoreError, S3Uri
 from domain.canonical import canonical_json, sha256_hex
+from domain.holdout import HoldoutFractionError, HoldoutSplit, check_holdout_fraction
 from domain.signing import KeyMaterialError, Signer
 from domain.training import (
     CALLBACK_KEY_ENV,
@@ -89,6 +90,10 @@ def _check_arguments(args: TrainingJobArgs) -> str | None:
         return "--dataset-sha256 must be 64 lowercase hex digits"
     if not (math.isfinite(args.l2_lambda) and args.l2_lambda >= 0):
         return f"--l2-lambda must be a finite number >= 0, not {args.l2_lambda}"
+    try:
+        check_holdout_fraction(args.holdout_fraction)
+    except HoldoutFractionError as exc:
+        return f"--holdout-fraction: {exc}"
     if args.callback_url is not None and urlsplit(args.callback_url).scheme not in (
         "http",
         "https",
@@ -123,9 +128,14 @@ async def train(
                 )
             logger.info("dataset %s read (%d bytes, SHA-256 verified)", dataset, len(data))
             events = await asyncio.to_thread(parse_snapshot, data)
-            fit = await asyncio.to_thread(fit_ridge, events, l2_lambda=args.l2_lambda)
+            fit = await asyncio.to_thread(
+                fit_ridge,
+                events,
+                l2_lambda=args.l2_lambda,
+                holdout=HoldoutSplit(args.holdout_fraction),
+            )
             logger.info(
-                "fitted on %d events, validated on %d",
+                "fitted on %d events, validated on %d held-out events",
                 fit.metrics["n_train"],
                 fit.metrics["n_validation"],
             )

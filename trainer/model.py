@@ -13,25 +13,26 @@ standardised scale, so λ treats every numeric feature alike whatever its unit.
 
 The split
 ---------
-An event is held out for validation when its ``field_id`` hashes into the first 20 % of the
-space: the first 8 bytes of ``sha256(field_id)`` (UTF-8), big-endian, modulo 10 000, below
-2 000. All seasons of one field fall on the same side, so the validation metrics measure how the
-model does on fields it never saw, and the split never changes with row order. When either side
-would be empty (very few fields), the model is fitted on every row and the validation metrics
-are null.
+The snapshot is split by :mod:`domain.holdout` (a hash of the field id, fraction configurable,
+default 0.2): the model is fitted on the train side only; the holdout side gives the validation
+metrics (``validation_*``, measured on fields the model never saw) and is what the bias audit
+evaluates. The metrics record the fraction (``holdout_fraction``) so the audit uses the same
+split. A snapshot whose every field falls in the holdout cannot be trained on honestly and is
+refused; one whose holdout is empty (very few fields) is fitted on all of it with null
+validation metrics (and its bias audit will find nothing to evaluate).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
+from domain.holdout import HoldoutSplit
 from domain.ridge import (
     MODEL_FORMAT,
     CategoricalFeature,
@@ -45,9 +46,6 @@ from domain.ridge import (
     refuse_json_constant,
 )
 from domain.training import DEFAULT_L2_LAMBDA
-
-VALIDATION_PERCENT: Final = 20
-_SPLIT_BUCKETS: Final = 10_000
 
 
 class SnapshotError(ValueError):
@@ -118,14 +116,6 @@ def parse_snapshot(data: bytes) -> list[LearningEvent]:
             raise SnapshotError(f"line {number}: not JSON: {exc}") from None
         events.append(_parse_event(value, number))
     return events
-
-
-def in_validation_split(field_id: str) -> bool:
-    """True when the field's events are held out for validation (see the module docstring)."""
-    digest = hashlib.sha256(field_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % _SPLIT_BUCKETS < (
-        _SPLIT_BUCKETS * VALIDATION_PERCENT // 100
-    )
 
 
 # -- fitting --------------------------------------------------------------------------------
@@ -206,19 +196,27 @@ def regression_metrics(observed: FloatArray, predicted: FloatArray) -> dict[str,
 
 
 def fit_ridge(
-    events: Sequence[LearningEvent], *, l2_lambda: float = DEFAULT_L2_LAMBDA
+    events: Sequence[LearningEvent],
+    *,
+    l2_lambda: float = DEFAULT_L2_LAMBDA,
+    holdout: HoldoutSplit | None = None,
 ) -> FitResult:
-    """Fit on the training split, measure on both splits (see the module docstring)."""
+    """Fit on the train side of ``holdout`` (default split if None), measure on both sides
+    (see the module docstring)."""
     if not (math.isfinite(l2_lambda) and l2_lambda >= 0):
         raise TrainingError(f"the L2 penalty must be a finite number >= 0, not {l2_lambda}")
     labelled = [event for event in events if event.outcome is not None]
     if not labelled:
         raise TrainingError(f"none of the {len(events)} events has an observed outcome")
     kinds = _feature_kinds(events)
-    validation = [event for event in labelled if in_validation_split(event.field_id)]
-    train = [event for event in labelled if not in_validation_split(event.field_id)]
-    if not train or not validation:
-        train, validation = labelled, []
+    split = holdout or HoldoutSplit()
+    validation = [event for event in labelled if split.is_holdout(event.field_id)]
+    train = [event for event in labelled if not split.is_holdout(event.field_id)]
+    if not train:
+        raise TrainingError(
+            f"all {len(labelled)} labelled events fall in the holdout (fraction"
+            f" {split.fraction}): nothing the audit would not also see to train on"
+        )
 
     train_rows = [event.features for event in train]
     specs = _encoding(kinds, train_rows)
@@ -243,9 +241,10 @@ def fit_ridge(
         "n_without_outcome": len(events) - len(labelled),
         "n_train": len(train),
         "n_validation": len(validation),
+        "holdout_fraction": split.fraction,
         "n_features": len(specs),
     }
-    for split, values in scores.items():
+    for side, values in scores.items():
         for name, value in values.items():
-            metrics[f"{split}_{name}"] = value
+            metrics[f"{side}_{name}"] = value
     return FitResult(model, metrics)

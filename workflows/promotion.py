@@ -1,37 +1,48 @@
-"""ShadowEvaluation(model version): the SPRT guard (M24) between a SHADOW challenger and its
-model's PRODUCTION champion, on paired outcomes from learning events.
+"""ShadowEvaluation(model version): the SPRT guard (M24) between a challenger and its model's
+PRODUCTION champion on paired outcomes, through SHADOW and CANARY (``domain/promotion.py``).
 
-Workflow id ``shadow/{model_version_id}``. Each check reads the paired outcomes newer than the
-workflow's cursor and feeds them, in event order, to the sequential test whose state lives
-here (the wins and observations, advanced by the pure ``domain.promotion.advance_sprt``,
-which equals ``domain.sprt``'s update without touching numpy inside the sandbox):
+Workflow id ``shadow/{model_version_id}``; the retraining pipeline starts it (detached: it
+outlives the pipeline) when a version reaches SHADOW. Each check reads the paired outcomes
+newer than the workflow's cursor and feeds them, in event order, to the sequential test whose
+state lives here (``domain.promotion.advance_sprt``, equal to ``domain.sprt``'s update without
+touching numpy inside the sandbox):
 
-- ACCEPT: SHADOW -> CANARY -> PRODUCTION, the previous PRODUCTION -> ARCHIVED, in one
-  transaction; result ACCEPTED.
-- REJECT: SHADOW -> REJECTED; result REJECTED.
-- CONTINUE: a durable timer (``check_interval``, 1 h by default), then the next check; a full
-  batch is followed by the next one at once.
+- SHADOW, champion present: ACCEPT -> CANARY; REJECT -> REJECTED (result REJECTED); CONTINUE ->
+  a durable timer (``check_interval``, 1 h by default), then the next check (a full batch is
+  followed by the next one at once).
+- SHADOW, no champion: wait for the ``approve`` update (``rai model approve``; validated: a
+  reason and an approver, and only while waiting for one) or for ``min_outcomes`` outcomes
+  with an error no worse than the baseline; then -> CANARY.
+- CANARY: a fresh SPRT on the pairs arriving during ``canary_dwell``; REJECT -> REJECTED,
+  otherwise at the end of the dwell -> PRODUCTION with the previous PRODUCTION ARCHIVED in one
+  transaction (result ACCEPTED).
 
-No champion: the challenger becomes the first PRODUCTION version straight away. A champion that
-changes mid-evaluation restarts the test against the new one. A challenger that leaves SHADOW
-by other hands ends the evaluation ABANDONED. The decision (with the SPRT numbers) is appended
-to the tenant's audit chain in the same transaction as the status moves. The workflow continues
-as new every ``checks_per_run`` checks, carrying its state, so its history stays small; the
-``progress`` query answers the decision, ratio, boundaries and counts at any time.
+A champion that changes mid-evaluation restarts the SHADOW test against the new one (in
+CANARY, the canary's test). A challenger that leaves its stage by other hands ends the
+evaluation ABANDONED. Every move is appended to the tenant's audit chain with its reason (SPRT
+numbers, or who approved and why, or the evidence) in the same transaction. The workflow
+continues as new every ``checks_per_run`` checks, carrying its state, so its history stays
+small; the ``progress`` query answers the stage's numbers at any time.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from contextlib import suppress
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.model_status import ModelStatus
     from domain.promotion import (
-        FIRST_PRODUCTION_REASON,
+        APPROVE_UPDATE,
+        SHADOW_EVALUATION_WORKFLOW,
+        Approval,
+        ChallengerEvidence,
+        ChallengerEvidenceRequest,
         ConcludeInput,
         Conclusion,
         ConclusionStatus,
@@ -44,6 +55,9 @@ with workflow.unsafe.imports_passed_through():
         PairedOutcomesRequest,
         PromotionActivityName,
         advance_sprt,
+        describe_approval,
+        describe_evidence,
+        evidence_suffices,
     )
     from domain.sprt import SprtConfig, SprtDecision, SprtResult
 
@@ -67,12 +81,15 @@ def describe(sprt: SprtResult) -> str:
     )
 
 
-@workflow.defn(name="ShadowEvaluation")
+@workflow.defn(name=SHADOW_EVALUATION_WORKFLOW)
 class ShadowEvaluation:
     def __init__(self) -> None:
         self._step = "starting"
         self._state = EvaluationState.fresh(SprtConfig())
         self._result: EvaluationResult | None = None
+        self._awaiting_approval = False
+        # What the ``approve`` update answers: (applied, detail), once decided.
+        self._approval_answer: tuple[bool, str] | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> EvaluationProgress:
@@ -90,14 +107,41 @@ class ShadowEvaluation:
             restarts=self._state.restarts,
             last_check_at=self._state.last_check_at,
             result=self._result,
+            awaiting_approval=self._awaiting_approval,
+            canary_since=self._state.canary_since,
+            canary_sprt=self._state.canary_sprt,
         )
+
+    @workflow.update(name=APPROVE_UPDATE)
+    async def approve(self, approval: Approval) -> str:
+        """Approve a challenger that has no champion; answers once it is in CANARY."""
+        self._state = self._state.model_copy(update={"approval": approval})
+        await workflow.wait_condition(lambda: self._approval_answer is not None)
+        applied, detail = self._approval_answer or (False, "no answer")
+        if not applied:
+            raise ApplicationError(detail, non_retryable=True)
+        return detail
+
+    @approve.validator
+    def validate_approval(self, approval: Approval) -> None:
+        if not self._awaiting_approval or self._state.approval is not None:
+            raise ValueError(
+                f"this evaluation is not waiting for an approval (it is {self._step}): only a"
+                " challenger without a PRODUCTION champion, still in SHADOW, is approved"
+            )
 
     @workflow.run
     async def run(self, params: EvaluationInput) -> EvaluationResult:
         self._state = params.state or EvaluationState.fresh(params.sprt)
         checks_this_run = 0
         while True:
-            if (
+            # Not while an approval waits to be applied: its update handler lives in this run.
+            approval_pending = (
+                self._state.approval is not None
+                and self._state.canary_since is None
+                and self._approval_answer is None
+            )
+            if not approval_pending and (
                 checks_this_run >= params.checks_per_run
                 or workflow.info().is_continue_as_new_suggested()
             ):
@@ -121,60 +165,209 @@ class ShadowEvaluation:
             self._state = self._state.model_copy(
                 update={"checks": self._state.checks + 1, "last_check_at": workflow.now()}
             )
-            if batch.challenger_status is not ModelStatus.SHADOW:
+            if batch.challenger_status is ModelStatus.SHADOW:
+                result = await self._shadow_check(params, batch)
+            elif batch.challenger_status is ModelStatus.CANARY:
+                result = await self._canary_check(params, batch)
+            else:
                 found = batch.challenger_status or "not found"
-                return self._finish(
+                result = self._finish(
                     params,
                     EvaluationOutcome.ABANDONED,
-                    f"model version {params.model_version_id} is {found}, not SHADOW",
+                    f"model version {params.model_version_id} is {found}, not SHADOW or CANARY",
                 )
-            if self._state.cursor is not None and batch.champion_id != self._state.champion_id:
-                self._restart(params, batch.champion_id)
-                continue
-            if batch.champion_id is None:
-                self._state = self._state.model_copy(update={"champion_id": None})
-                promote, reason = True, FIRST_PRODUCTION_REASON
-            else:
-                self._state = self._state.model_copy(
-                    update={
-                        "sprt": advance_sprt(self._state.sprt, batch.outcomes),
-                        "cursor": batch.cursor,
-                        "champion_id": batch.champion_id,
-                    }
-                )
-                decision = self._state.sprt.decision
-                if decision is SprtDecision.CONTINUE:
-                    if not batch.more:
-                        self._step = "waiting for more paired outcomes"
-                        await workflow.sleep(params.check_interval)
-                    continue
-                promote, reason = decision is SprtDecision.ACCEPT, describe(self._state.sprt)
-            conclusion = await self._conclude(params, promote=promote, reason=reason)
-            if conclusion.status is ConclusionStatus.CHAMPION_CHANGED:
-                self._restart(params, conclusion.champion_id)
-                continue
-            if conclusion.status is ConclusionStatus.CHALLENGER_MOVED:
-                return self._finish(params, EvaluationOutcome.ABANDONED, conclusion.detail)
-            return self._finish(
-                params,
-                EvaluationOutcome.ACCEPTED if promote else EvaluationOutcome.REJECTED,
-                conclusion.detail,
-                archived_id=conclusion.archived_id,
-            )
+            if result is not None:
+                return result
 
-    async def _conclude(self, params: EvaluationInput, *, promote: bool, reason: str) -> Conclusion:
-        self._step = "promoting" if promote else "rejecting"
+    async def _shadow_check(
+        self, params: EvaluationInput, batch: PairedOutcomes
+    ) -> EvaluationResult | None:
+        """One check in SHADOW; None means: check again."""
+        if self._state.cursor is not None and batch.champion_id != self._state.champion_id:
+            self._restart(params, batch.champion_id)
+            return None
+        if batch.champion_id is None:
+            return await self._without_champion(params)
+        self._awaiting_approval = False
+        self._state = self._state.model_copy(
+            update={
+                "sprt": advance_sprt(self._state.sprt, batch.outcomes),
+                "cursor": batch.cursor,
+                "champion_id": batch.champion_id,
+            }
+        )
+        decision = self._state.sprt.decision
+        if decision is SprtDecision.CONTINUE:
+            if not batch.more:
+                self._step = "waiting for more paired outcomes"
+                await workflow.sleep(params.check_interval)
+            return None
+        if decision is SprtDecision.REJECT:
+            return await self._reject(params, describe(self._state.sprt))
+        return await self._enter_canary(params, describe(self._state.sprt))
+
+    async def _without_champion(self, params: EvaluationInput) -> EvaluationResult | None:
+        """No PRODUCTION version to compare with: an approval, or enough evidence."""
+        self._state = self._state.model_copy(update={"champion_id": None})
+        approval = self._state.approval
+        if approval is not None:
+            return await self._enter_canary(params, describe_approval(approval), approval=approval)
+        self._step = "checking the evidence without a champion"
+        evidence: ChallengerEvidence = await workflow.execute_activity(
+            PromotionActivityName.READ_CHALLENGER_EVIDENCE,
+            ChallengerEvidenceRequest(
+                tenant_id=params.tenant_id,
+                model_version_id=params.model_version_id,
+                settle=params.settle,
+            ),
+            result_type=ChallengerEvidence,
+            start_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=EVALUATION_RETRY,
+        )
+        if evidence_suffices(evidence, params.min_outcomes):
+            return await self._enter_canary(params, describe_evidence(evidence), evidence=evidence)
+        self._awaiting_approval = True
+        self._step = (
+            f"waiting for an approval or {params.min_outcomes} outcomes no worse than the"
+            f" baseline (no champion; {evidence.outcomes} outcomes so far)"
+        )
+        with suppress(TimeoutError):  # no approval within the interval: check again
+            await workflow.wait_condition(
+                lambda: self._state.approval is not None, timeout=params.check_interval
+            )
+        return None
+
+    async def _enter_canary(
+        self,
+        params: EvaluationInput,
+        reason: str,
+        *,
+        approval: Approval | None = None,
+        evidence: ChallengerEvidence | None = None,
+    ) -> EvaluationResult | None:
+        conclusion = await self._conclude(
+            PromotionActivityName.ENTER_CANARY,
+            params,
+            "entering CANARY",
+            reason,
+            sprt=self._state.sprt,
+            approval=approval,
+            evidence=evidence,
+        )
+        if conclusion.status is ConclusionStatus.CHAMPION_CHANGED:
+            self._restart(params, conclusion.champion_id)
+            return None
+        if conclusion.status is ConclusionStatus.CHALLENGER_MOVED:
+            return self._finish(params, EvaluationOutcome.ABANDONED, conclusion.detail)
+        self._awaiting_approval = False
+        self._state = self._state.model_copy(
+            update={
+                "canary_since": workflow.now(),
+                "canary_sprt": EvaluationState.fresh(params.sprt).sprt,
+            }
+        )
+        if approval is not None:
+            self._approval_answer = (
+                True,
+                f"model version {params.model_version_id} is CANARY: {reason}",
+            )
+        return None
+
+    async def _canary_check(
+        self, params: EvaluationInput, batch: PairedOutcomes
+    ) -> EvaluationResult | None:
+        """One check in CANARY: the canary's own SPRT, then PRODUCTION once the dwell is over."""
+        self._awaiting_approval = False
+        now = workflow.now()
+        since = self._state.canary_since or now  # found in CANARY (e.g. a restarted evaluation)
+        canary = self._state.canary_sprt or EvaluationState.fresh(params.sprt).sprt
+        if batch.champion_id != self._state.champion_id:
+            canary = EvaluationState.fresh(params.sprt).sprt  # measured against another model
+        elif batch.champion_id is not None:
+            canary = advance_sprt(canary, batch.outcomes)
+        self._state = self._state.model_copy(
+            update={
+                "canary_since": since,
+                "canary_sprt": canary,
+                "cursor": batch.cursor,
+                "champion_id": batch.champion_id,
+            }
+        )
+        if canary.decision is SprtDecision.REJECT:
+            return await self._reject(params, f"in CANARY: {describe(canary)}")
+        remaining = since + params.canary_dwell - now
+        if remaining <= timedelta(0):
+            return await self._promote(params, since, canary)
+        if not batch.more:
+            self._step = f"in CANARY since {since.isoformat()}"
+            await workflow.sleep(min(params.check_interval, remaining))
+        return None
+
+    async def _promote(
+        self, params: EvaluationInput, since: datetime, canary: SprtResult
+    ) -> EvaluationResult | None:
+        reason = (
+            f"CANARY since {since.isoformat()} for {params.canary_dwell} without rejection;"
+            f" {describe(canary)}"
+        )
+        conclusion = await self._conclude(
+            PromotionActivityName.PROMOTE_CHALLENGER, params, "promoting", reason, sprt=canary
+        )
+        if conclusion.status is ConclusionStatus.CHAMPION_CHANGED:
+            self._state = self._state.model_copy(
+                update={
+                    "champion_id": conclusion.champion_id,
+                    "canary_sprt": EvaluationState.fresh(params.sprt).sprt,
+                }
+            )
+            return None
+        if conclusion.status is ConclusionStatus.CHALLENGER_MOVED:
+            return self._finish(params, EvaluationOutcome.ABANDONED, conclusion.detail)
+        return self._finish(
+            params,
+            EvaluationOutcome.ACCEPTED,
+            conclusion.detail,
+            archived_id=conclusion.archived_id,
+        )
+
+    async def _reject(self, params: EvaluationInput, reason: str) -> EvaluationResult | None:
+        conclusion = await self._conclude(
+            PromotionActivityName.REJECT_CHALLENGER,
+            params,
+            "rejecting",
+            reason,
+            sprt=self._state.canary_sprt or self._state.sprt,
+        )
+        if conclusion.status is ConclusionStatus.CHAMPION_CHANGED:
+            self._restart(params, conclusion.champion_id)
+            return None
+        if conclusion.status is ConclusionStatus.CHALLENGER_MOVED:
+            return self._finish(params, EvaluationOutcome.ABANDONED, conclusion.detail)
+        return self._finish(params, EvaluationOutcome.REJECTED, conclusion.detail)
+
+    async def _conclude(
+        self,
+        activity: str,
+        params: EvaluationInput,
+        step: str,
+        reason: str,
+        *,
+        sprt: SprtResult,
+        approval: Approval | None = None,
+        evidence: ChallengerEvidence | None = None,
+    ) -> Conclusion:
+        self._step = step
         conclusion: Conclusion = await workflow.execute_activity(
-            PromotionActivityName.PROMOTE_CHALLENGER
-            if promote
-            else PromotionActivityName.REJECT_CHALLENGER,
+            activity,
             ConcludeInput(
                 tenant_id=params.tenant_id,
                 model_version_id=params.model_version_id,
                 champion_id=self._state.champion_id,
-                sprt=self._state.sprt,
+                sprt=sprt,
                 workflow_id=workflow.info().workflow_id,
                 reason=reason,
+                approval=approval,
+                evidence=evidence,
             ),
             result_type=Conclusion,
             start_to_close_timeout=STEP_TIMEOUT,
@@ -194,6 +387,7 @@ class ShadowEvaluation:
                 "checks": self._state.checks,
                 "restarts": self._state.restarts + 1,
                 "last_check_at": self._state.last_check_at,
+                "approval": self._state.approval,
             }
         )
 
@@ -206,6 +400,9 @@ class ShadowEvaluation:
         archived_id: UUID | None = None,
     ) -> EvaluationResult:
         self._step = "finished"
+        self._awaiting_approval = False
+        if self._state.approval is not None and self._approval_answer is None:
+            self._approval_answer = (False, f"not applied: the evaluation ended {outcome.value}")
         self._result = EvaluationResult(
             tenant_id=params.tenant_id,
             model_version_id=params.model_version_id,
@@ -214,6 +411,8 @@ class ShadowEvaluation:
             sprt=self._state.sprt,
             champion_id=self._state.champion_id,
             archived_id=archived_id,
+            canary_sprt=self._state.canary_sprt,
+            approval=self._state.approval,
         )
         workflow.logger.info("shadow evaluation %s: %s", outcome.value, detail)
         return self._result

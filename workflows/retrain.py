@@ -1,4 +1,5 @@
-"""RetrainingPipeline(tenant): drift -> guard -> snapshot -> train -> register -> audit -> shadow.
+"""RetrainingPipeline(tenant): drift -> guard -> snapshot -> train -> register -> audit -> shadow
+-> start of the version's ShadowEvaluation (a detached child, ``workflows/promotion.py``).
 
 Workflow id ``retrain/{tenant_id}`` (Temporal refuses a second start while one runs); a Redis
 lease per tenant, renewed while the pipeline holds it and carrying a fencing token, is the
@@ -17,7 +18,13 @@ from uuid import UUID
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    RetryState,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -48,9 +55,16 @@ with workflow.unsafe.imports_passed_through():
         TrainingOutcome,
         TrainInput,
     )
+    from domain.promotion import (
+        SHADOW_EVALUATION_WORKFLOW,
+        EvaluationInput,
+        shadow_evaluation_workflow_id,
+    )
     from domain.training import TrainedModel
 
 MAX_ATTEMPTS = 5
+# Histories recorded before the pipeline started the shadow evaluation replay without it.
+START_EVALUATION_PATCH = "start-shadow-evaluation"
 PIPELINE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -267,6 +281,8 @@ class RetrainingPipeline:
             start_to_close_timeout=SHORT_STEP,
             retry_policy=PIPELINE_RETRY,
         )
+        if workflow.patched(START_EVALUATION_PATCH):
+            await self._start_evaluation(tenant, registered.model_version_id)
         return PipelineResult(
             tenant_id=tenant,
             outcome=PipelineOutcome.SUCCEEDED_SHADOW,
@@ -276,6 +292,20 @@ class RetrainingPipeline:
             artifact_sha256=registered.artifact_sha256,
             **found,
         )
+
+    async def _start_evaluation(self, tenant: UUID, model_version_id: UUID) -> None:
+        """Start the version's ShadowEvaluation as a detached child: it outlives this run
+        (ParentClosePolicy.ABANDON), and its deterministic id makes a second start a no-op."""
+        self._step = "starting the shadow evaluation"
+        try:
+            await workflow.start_child_workflow(
+                SHADOW_EVALUATION_WORKFLOW,
+                EvaluationInput(tenant_id=tenant, model_version_id=model_version_id),
+                id=shadow_evaluation_workflow_id(model_version_id),
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            workflow.logger.info("the shadow evaluation of %s is already running", model_version_id)
 
     async def _train(self, train: TrainInput, *, heartbeat_timeout: timedelta) -> TrainedModel:
         """Run the training step; a verified SUCCEEDED callback short-cuts its polling."""

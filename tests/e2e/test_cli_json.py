@@ -35,12 +35,13 @@ from devstack import Stack
 from domain.model_status import ModelStatus
 from domain.signing import Signer
 from services.pipeline import PipelineService
-from services.promotion import promote_challenger
+from services.promotion import enter_canary, promote_challenger
 from settings import Settings, app_dsn_for, with_database
 from tests.e2e.support import REDIS_KEY_PREFIX, worker_settings
 from tests.integration.promotion_support import model_in
 from tests.integration.services_env import ServicesEnv
 from tests.pg import cloned_database, drop_database
+from tests.polling import wait_until
 from worker import running_workers
 
 pytestmark = pytest.mark.e2e
@@ -166,7 +167,7 @@ async def world(
         db = await Database.connect(app_dsn_for(dsn), max_size=4)
         try:
             async with ObjectStore.from_settings(service_storage) as store:
-                services = ServicesEnv(db, store, service_storage, Signer.generate())
+                services = ServicesEnv(db, store, service_storage, Signer.generate(), dsn)
                 settings = worker_settings(services, dsn, state, temporal)
                 async with running_workers(settings, client=temporal.client):
                     yield World(settings, environment(settings), services, temporal, state)
@@ -219,6 +220,13 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
 
     platform = await run("keys", "platform")
     assert platform["key_id"] == world.services.platform.key_id
+    # The administrative path (RAI_DATABASE_URL): services refuse to sign without it.
+    platform_registered = await run("keys", "platform", "register", "--tenant", str(tenant))
+    assert platform_registered == {
+        "key_id": platform["key_id"],
+        "tenant_id": str(tenant),
+        "purpose": "platform",
+    }
     device = await run("keys", "generate", "--out", str(world.state / "device.key"))
     assert set(device) == {"key_id", "public_key", "seed_file"}
     registered = await run(
@@ -317,20 +325,60 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
         (head["key"], True)
     ]
 
-    evaluation = await run("evaluation", "start", "--tenant", str(tenant), "--model-version", model)
-    assert (evaluation["workflow_id"], evaluation["check_every"]) == (f"shadow/{model}", "1h")
-    # With no production version yet, the challenger becomes the first one at once.
-    handle = world.temporal.client.get_workflow_handle(evaluation["workflow_id"])
-    await asyncio.wait_for(handle.result(), COMMAND_TIMEOUT)
-    progress = await run("evaluation", "status", "--model-version", model)
-    assert (progress["run_id"], progress["state"]) == (evaluation["run_id"], "COMPLETED")
-    assert progress["progress"]["result"] == progress["result"]
-    assert progress["result"]["outcome"] == "ACCEPTED"
+    # The pipeline started the version's shadow evaluation itself. With no production version
+    # yet, the challenger waits in SHADOW for an approval (it is not promoted at once).
+    waiting = await wait_until(
+        lambda: run("evaluation", "status", "--model-version", model),
+        lambda found: bool(found["progress"] and found["progress"]["awaiting_approval"]),
+        within=COMMAND_TIMEOUT,
+        failure="the pipeline's shadow evaluation is not awaiting an approval",
+    )
+    assert (waiting["workflow_id"], waiting["state"]) == (f"shadow/{model}", "RUNNING")
+    assert waiting["progress"]["result"] == waiting["result"] is None
+    message = await refused(
+        env, 1, "evaluation", "start", "--tenant", str(tenant), "--model-version", model
+    )
+    assert message == f"shadow evaluation shadow/{model} is already running"
+    approved = await run(
+        "model", "approve", "--model-version", model, "--reason", "looks right", "--approver", "ops"
+    )
+    assert approved == {
+        "model_version_id": model,
+        "approved_by": "ops",
+        "reason": "looks right",
+        "detail": f"model version {model} is CANARY: approved by ops: looks right",
+    }
+    versions = await run("model", "list", "--tenant", str(tenant))
+    assert [(v["id"], v["status"]) for v in versions["model_versions"]] == [(model, "CANARY")]
+    await world.temporal.client.get_workflow_handle(waiting["workflow_id"]).terminate("test over")
+
+    # A challenger with a champion, evaluated on request.
+    contest = await world.services.tenant("evaluation farm")
+    champion = await model_in(world.services, contest, ModelStatus.PRODUCTION)
+    challenger = str(await model_in(world.services, contest, ModelStatus.SHADOW))
+    evaluation = await run(
+        "evaluation", "start", "--tenant", str(contest), "--model-version", challenger
+    )
+    assert (evaluation["workflow_id"], evaluation["check_every"]) == (f"shadow/{challenger}", "1h")
+    progress = await wait_until(
+        lambda: run("evaluation", "status", "--model-version", challenger),
+        lambda found: bool(found["progress"] and found["progress"]["checks"] > 0),
+        within=COMMAND_TIMEOUT,
+        failure="the requested shadow evaluation made no check",
+    )
+    assert (progress["run_id"], progress["state"]) == (evaluation["run_id"], "RUNNING")
+    assert progress["progress"]["champion_id"] == str(champion)
+    assert progress["progress"]["result"] == progress["result"] is None
+    await world.temporal.client.get_workflow_handle(evaluation["workflow_id"]).terminate("over")
 
     # Rollback: a second tenant with a production version and an archived one.
     other = await world.services.tenant("rollback farm")
     old = await model_in(world.services, other, ModelStatus.PRODUCTION)
     new = await model_in(world.services, other, ModelStatus.SHADOW)
+    # CANARY is a stage of its own: a challenger reaches PRODUCTION only from there.
+    await enter_canary(
+        world.services.db, other, new, expected_champion_id=old, reason="test", details={}
+    )
     await promote_challenger(
         world.services.db, other, new, expected_champion_id=old, reason="test", details={}
     )
@@ -384,6 +432,8 @@ async def test_not_found_exits_3(world: World) -> None:
         ("pipeline", "status", "--tenant", tenant),
         ("evaluation", "status", "--model-version", unknown),
         ("evaluation", "start", "--tenant", tenant, "--model-version", unknown),
+        ("model", "approve", "--model-version", unknown, "--reason", "no such evaluation"),
+        ("keys", "platform", "register", "--tenant", unknown),
         ("verify", "model", unknown, "--tenant", tenant),
         ("provenance", "export", unknown, "--tenant", tenant, "--out", str(nowhere)),
         ("provenance", "verify", str(world.state / f"{unknown}.json"), "--trusted-key", key),
@@ -440,9 +490,15 @@ async def test_an_unreachable_service_exits_4(world: World) -> None:
         assert message.startswith(f"cannot connect to postgresql://rai_app@127.0.0.1:{port}/rai: ")
     message = await refused(no_postgres, 4, "db", "migrate")
     assert message.startswith(f"cannot connect to postgresql://postgres@127.0.0.1:{port}/")
+    message = await refused(no_postgres, 4, "keys", "platform", "register", "--tenant", tenant)
+    assert message.startswith(f"cannot connect to postgresql://postgres@127.0.0.1:{port}/")
 
     no_temporal = {**world.env, "RAI_TEMPORAL_ADDRESS": f"127.0.0.1:{port}"}
-    for argv in (("pipeline", "status", "--tenant", tenant), ("schedule", "list")):
+    for argv in (
+        ("pipeline", "status", "--tenant", tenant),
+        ("schedule", "list"),
+        ("model", "approve", "--model-version", tenant, "--reason", "x"),
+    ):
         message = await refused(no_temporal, 4, *argv)
         assert message.startswith(f"cannot reach Temporal at 127.0.0.1:{port}: "), message
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from domain.signing import Signer
+from settings import app_dsn_for
 
 pytestmark = pytest.mark.e2e
 
@@ -71,3 +73,34 @@ async def test_generate_register_revoke(
     code, _, err = await asyncio.to_thread(run, capsys, *args)
     assert code == 1
     assert "revoked" in err
+
+
+async def test_platform_keys_are_registered_only_by_the_administrative_path(
+    db_admin_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    platform = Signer.generate()
+    monkeypatch.setenv("RAI_DATABASE_URL", db_admin_dsn)
+    monkeypatch.delenv("RAI_APP_DATABASE_URL", raising=False)
+    monkeypatch.setenv("RAI_PLATFORM_SIGNING_KEY", platform.seed_hex())
+    code, out, _ = await asyncio.to_thread(run, capsys, "tenant", "create", "farm")
+    tenant = out.strip()
+
+    # the services' login may not plant a platform key
+    as_app = ("keys", "register", "--tenant", tenant, "--purpose", "platform")
+    code, _, err = await asyncio.to_thread(
+        run, capsys, *as_app, "--public-key", platform.public_key.hex()
+    )
+    assert code == 1
+    assert "only the administrative path registers platform keys" in err
+    assert "rai keys platform register" in err
+
+    register = ("keys", "platform", "register", "--tenant", tenant)
+    code, out, _ = await asyncio.to_thread(run, capsys, *register)
+    assert (code, out) == (0, f"platform key {platform.key_id} registered for tenant {tenant}\n")
+    assert (await asyncio.to_thread(run, capsys, *register))[:2] == (0, out)  # idempotent
+
+    # the administrative login is required: with the app login as RAI_DATABASE_URL it fails
+    monkeypatch.setenv("RAI_DATABASE_URL", app_dsn_for(db_admin_dsn))
+    code, _, err = await asyncio.to_thread(run, capsys, *register, "--public-key", "ab" * 32)
+    assert code == 1
+    assert "cannot act as rai_owner" in err

@@ -3,19 +3,23 @@ SeaweedFS, the real worker and a real training job; the new model verifies."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from domain.pipeline import PipelineOutcome
+from domain.promotion import EvaluationResult, shadow_evaluation_workflow_id
 from domain.trust import TrustedKeys
 from services.verify import ProvenanceVerifier
 from starter import PipelineAlreadyRunning, start_pipeline
 from tests.e2e.support import worker_settings
 from tests.integration.services_env import ServicesEnv
 from worker import running_workers
+from workflows.promotion import ShadowEvaluation
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +37,20 @@ async def test_drifted_tenant_ends_with_a_verified_shadow_model(
         with pytest.raises(PipelineAlreadyRunning):  # Temporal refuses a second start
             await start_pipeline(temporal.client, settings, tenant)
         result = await started.handle.result()
+        assert result.model_version_id is not None
+        # The pipeline started the version's shadow evaluation, which outlives it: with no
+        # champion it waits for an approval or evidence, the version stays SHADOW.
+        evaluation = temporal.client.get_workflow_handle(
+            shadow_evaluation_workflow_id(result.model_version_id), result_type=EvaluationResult
+        )
+        assert (await evaluation.describe()).status is WorkflowExecutionStatus.RUNNING
+        for _ in range(400):
+            if (await evaluation.query(ShadowEvaluation.progress)).awaiting_approval:
+                break
+            await asyncio.sleep(0.05)
+        progress = await evaluation.query(ShadowEvaluation.progress)
+        assert progress.awaiting_approval, progress.step
+        await evaluation.terminate("test over")
     assert result.outcome is PipelineOutcome.SUCCEEDED_SHADOW, result.detail
     assert result.drift_verdict == "DRIFT"
     assert result.drift_features["ndvi"] == "DRIFT"

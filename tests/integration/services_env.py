@@ -12,6 +12,7 @@ from db.repository import Database
 from db.tenants import create_tenant
 from domain.signing import Signer
 from services.demo import seed_season
+from services.keys import register_platform_key
 from settings import Settings
 
 
@@ -21,13 +22,17 @@ class ServicesEnv:
     store: ObjectStore
     settings: Settings
     platform: Signer
+    admin_dsn: str
 
     @property
     def registry_bucket(self) -> str:
         return self.settings.s3_registry_bucket
 
     async def tenant(self, name: str = "farm") -> UUID:
-        return (await create_tenant(self.db, name)).id
+        """A new tenant with the platform key registered the administrative way."""
+        tenant = (await create_tenant(self.db, name)).id
+        await register_platform_key(self.admin_dsn, tenant, self.platform.public_key)
+        return tenant
 
     async def artifact(self, tenant: UUID, content: bytes | None = None) -> tuple[str, str]:
         """Upload an artifact; returns its s3:// URI and SHA-256."""

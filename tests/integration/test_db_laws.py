@@ -7,6 +7,8 @@ one negative test; the owner-level tests show the triggers bind rai_owner as wel
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
 from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
@@ -16,6 +18,8 @@ import pytest
 from db.errors import ONE_ACTIVE_TRAINING_RUN, ONE_PRODUCTION_PER_MODEL, Law
 from db.repository import Database
 from domain.lineage import lineage_hash
+from services.keys import register_platform_key
+from settings import app_dsn_for
 from tests.integration.world import (
     TenantWorld,
     insert_audit,
@@ -43,13 +47,13 @@ TENANT_TABLES = (
 
 
 @pytest.fixture
-async def alpha(app_db: Database) -> TenantWorld:
-    return await new_tenant(app_db, "alpha farms")
+async def alpha(app_db: Database, db_admin_dsn: str) -> TenantWorld:
+    return await new_tenant(app_db, db_admin_dsn, "alpha farms")
 
 
 @pytest.fixture
-async def beta(app_db: Database) -> TenantWorld:
-    return await new_tenant(app_db, "beta farms")
+async def beta(app_db: Database, db_admin_dsn: str) -> TenantWorld:
+    return await new_tenant(app_db, db_admin_dsn, "beta farms")
 
 
 @pytest.fixture
@@ -496,6 +500,108 @@ async def test_shadow_requires_a_passed_bias_audit(app_db: Database, alpha: Tena
         await set_status(conn, model["id"], "SHADOW")
 
 
+async def insert_key(conn: asyncpg.Connection, tenant_id: UUID, purpose: str) -> str:
+    public_key = secrets.token_bytes(32)
+    key_id = hashlib.sha256(public_key).hexdigest()[:32]
+    await conn.execute(
+        "INSERT INTO signing_keys (tenant_id, key_id, public_key, purpose) VALUES ($1, $2, $3, $4)",
+        tenant_id,
+        key_id,
+        public_key,
+        purpose,
+    )
+    return key_id
+
+
+async def test_rai_app_cannot_insert_a_platform_key(app_db: Database, alpha: TenantWorld) -> None:
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        with raises_law(Law.PLATFORM_KEY_ADMINISTRATIVE) as info:
+            await insert_key(conn, alpha.tenant_id, "platform")
+        assert "administrative path" in str(info.value)
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        await insert_key(conn, alpha.tenant_id, "device")  # device keys stay rai_app's
+        # the only platform key is the one the administrative path registered
+        assert await conn.fetchval(
+            "SELECT array_agg(key_id) FROM signing_keys WHERE purpose = 'platform'"
+        ) == [alpha.key_id]
+
+
+async def test_the_administrative_path_registers_platform_keys(
+    app_db: Database, db_admin_dsn: str, alpha: TenantWorld
+) -> None:
+    public_key = secrets.token_bytes(32)
+    kid = await register_platform_key(db_admin_dsn, alpha.tenant_id, public_key)
+    assert await register_platform_key(db_admin_dsn, alpha.tenant_id, public_key) == kid
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        row = await conn.fetchrow(
+            "SELECT purpose, revoked_at FROM signing_keys WHERE key_id = $1", kid
+        )
+        audit = await conn.fetch(
+            "SELECT subject_id FROM integrity_checks WHERE check_type = 'key.registered'"
+        )
+    assert row is not None
+    assert (row["purpose"], row["revoked_at"]) == ("platform", None)
+    assert [r["subject_id"] for r in audit] == [alpha.key_id, kid]  # once each
+    with pytest.raises(ValueError, match="cannot act as rai_owner"):  # not with the app login
+        await register_platform_key(app_dsn_for(db_admin_dsn), alpha.tenant_id, public_key)
+    with pytest.raises(ValueError, match="no tenant"):
+        await register_platform_key(db_admin_dsn, uuid4(), public_key)
+
+
+async def test_a_revoked_key_stays_revoked(
+    app_db: Database, alpha: TenantWorld, owner_conn: asyncpg.Connection
+) -> None:
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        device = await insert_key(conn, alpha.tenant_id, "device")
+        # revoking is open to rai_app: it only takes trust away
+        await conn.execute(
+            "UPDATE signing_keys SET revoked_at = now() WHERE key_id = ANY($1::text[])",
+            [alpha.key_id, device],
+        )
+    for kid in (alpha.key_id, device):
+        async with app_db.transaction(alpha.tenant_id) as conn:
+            with raises_law(Law.PLATFORM_KEY_ADMINISTRATIVE):
+                await conn.execute(
+                    "UPDATE signing_keys SET revoked_at = NULL WHERE key_id = $1", kid
+                )
+    async with owner_conn.transaction():  # not even the owner
+        await owner_conn.execute("SET LOCAL ROLE rai_owner")
+        await owner_conn.execute(
+            "SELECT set_config('app.current_tenant_id', $1, true)", str(alpha.tenant_id)
+        )
+        with raises_law(Law.PLATFORM_KEY_ADMINISTRATIVE):
+            await owner_conn.execute(
+                "UPDATE rai.signing_keys SET revoked_at = NULL WHERE key_id = $1", alpha.key_id
+            )
+
+
+async def test_shadow_requires_an_audit_signed_by_an_active_platform_key(
+    app_db: Database, db_admin_dsn: str, alpha: TenantWorld
+) -> None:
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        model = await insert_model(conn, alpha)
+        device = await insert_key(conn, alpha.tenant_id, "device")
+        await insert_audit(conn, alpha, model["id"], passed=True, key_id=device)
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        with raises_law(Law.SHADOW_REQUIRES_PASSED_BIAS_AUDIT) as info:
+            await set_status(conn, model["id"], "SHADOW")
+        assert "a device key, not a platform key" in str(info.value)
+
+    second = await register_platform_key(db_admin_dsn, alpha.tenant_id, secrets.token_bytes(32))
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        await insert_audit(conn, alpha, model["id"], passed=True, key_id=second)
+        await conn.execute("UPDATE signing_keys SET revoked_at = now() WHERE key_id = $1", second)
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        with raises_law(Law.SHADOW_REQUIRES_PASSED_BIAS_AUDIT) as info:
+            await set_status(conn, model["id"], "SHADOW")
+        assert "a revoked platform key" in str(info.value)
+
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        await insert_audit(conn, alpha, model["id"], passed=True)  # the active platform key
+        await set_status(conn, model["id"], "SHADOW")
+        assert await conn.fetchval("SELECT status FROM model_versions") == "SHADOW"
+
+
 async def test_at_most_one_production_per_model(app_db: Database, alpha: TenantWorld) -> None:
     ids = []
     async with app_db.transaction(alpha.tenant_id) as conn:
@@ -715,10 +821,48 @@ async def test_training_runs_only_move_forward(app_db: Database, alpha: TenantWo
                 "UPDATE training_runs SET dataset_sha256 = $2 WHERE id = $1", run, sha()
             )
     async with app_db.transaction(alpha.tenant_id) as conn:
+        queued = await conn.fetchval(
+            "INSERT INTO training_runs (tenant_id, workflow_id) VALUES ($1, 'w') RETURNING id",
+            alpha.tenant_id,
+        )
         with raises_law(Law.CHECK):  # finished means finished_at is set
+            await conn.execute("UPDATE training_runs SET status = 'FAILED' WHERE id = $1", queued)
+
+
+@pytest.mark.parametrize("status", ["RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"])
+async def test_training_runs_start_queued(
+    app_db: Database, alpha: TenantWorld, status: str
+) -> None:
+    finished_at = "now()" if status in ("SUCCEEDED", "FAILED", "CANCELLED") else "NULL"
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        with raises_law(Law.ILLEGAL_TRAINING_RUN_TRANSITION) as info:
             await conn.execute(
-                "INSERT INTO training_runs (tenant_id, workflow_id, status)"
-                " VALUES ($1, 'w', 'FAILED')",
+                "INSERT INTO training_runs (tenant_id, workflow_id, status, started_at,"
+                f" finished_at) VALUES ($1, 'w', $2, now(), {finished_at})",
+                alpha.tenant_id,
+                status,
+            )
+        assert "starts QUEUED" in str(info.value)
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM training_runs") == 0
+        await conn.execute(
+            "INSERT INTO training_runs (tenant_id, workflow_id, status) VALUES ($1, 'w', 'QUEUED')",
+            alpha.tenant_id,
+        )
+
+
+async def test_the_owner_cannot_insert_a_finished_training_run(
+    owner_conn: asyncpg.Connection, alpha: TenantWorld
+) -> None:
+    async with owner_conn.transaction():
+        await owner_conn.execute("SET LOCAL ROLE rai_owner")
+        await owner_conn.execute(
+            "SELECT set_config('app.current_tenant_id', $1, true)", str(alpha.tenant_id)
+        )
+        with raises_law(Law.ILLEGAL_TRAINING_RUN_TRANSITION):
+            await owner_conn.execute(
+                "INSERT INTO rai.training_runs (tenant_id, workflow_id, status, finished_at)"
+                " VALUES ($1, 'w', 'SUCCEEDED', now())",
                 alpha.tenant_id,
             )
 
@@ -734,17 +878,25 @@ async def test_dead_letters_keep_their_content(app_db: Database, alpha: TenantWo
 async def test_a_stale_fencing_token_cannot_record_a_run(
     app_db: Database, alpha: TenantWorld, beta: TenantWorld
 ) -> None:
-    insert = (
-        "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token, status, finished_at)"
-        " VALUES ($1, 'w', $2, 'FAILED', now())"
-    )
+    async def record_finished_run(conn: asyncpg.Connection, tenant_id: UUID, fence: int) -> None:
+        """Record a run with ``fence`` and end it, so the next one is not blocked as active."""
+        run = await conn.fetchval(
+            "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token)"
+            " VALUES ($1, 'w', $2) RETURNING id",
+            tenant_id,
+            fence,
+        )
+        await conn.execute(
+            "UPDATE training_runs SET status = 'FAILED', finished_at = now() WHERE id = $1", run
+        )
+
     async with app_db.transaction(alpha.tenant_id) as conn:
-        await conn.execute(insert, alpha.tenant_id, 7)
+        await record_finished_run(conn, alpha.tenant_id, 7)
     for stale in (7, 3):
         async with app_db.transaction(alpha.tenant_id) as conn:
             with raises_law(Law.STALE_FENCE):
-                await conn.execute(insert, alpha.tenant_id, stale)
+                await record_finished_run(conn, alpha.tenant_id, stale)
     async with app_db.transaction(alpha.tenant_id) as conn:
-        await conn.execute(insert, alpha.tenant_id, 8)
+        await record_finished_run(conn, alpha.tenant_id, 8)
     async with app_db.transaction(beta.tenant_id) as conn:  # tokens are per tenant
-        await conn.execute(insert, beta.tenant_id, 1)
+        await record_finished_run(conn, beta.tenant_id, 1)

@@ -1,11 +1,12 @@
-"""``rai model list | rollback`` and ``rai evaluation start | status`` through their argparse
-handlers, against the test's own database, the run's S3 server and (for the evaluation) the
+"""``rai model list | rollback | approve`` and ``rai evaluation start | status`` through their
+argparse handlers, against the test's own database, the run's S3 server and (for the evaluation) the
 real Temporal dev server with a worker running ShadowEvaluation on the real activities."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import uuid
 from datetime import datetime, timedelta
 
@@ -18,11 +19,12 @@ from temporalio.worker import Worker
 from activities.promotion import PromotionActivities
 from cli import evaluation_commands, model_commands
 from cli.errors import CommandError
+from cli.main import build_parser
 from domain.model_status import ModelStatus
 from domain.promotion import EvaluationResult, shadow_evaluation_workflow_id
-from services.promotion import promote_challenger
+from services.promotion import enter_canary, promote_challenger
 from settings import Settings, app_dsn_for
-from tests.integration.promotion_support import Device, model_in, paired, statuses
+from tests.integration.promotion_support import Device, history, model_in, paired, statuses
 from tests.integration.services_env import ServicesEnv
 from tests.polling import wait_until
 from workflows.promotion import ShadowEvaluation
@@ -77,8 +79,11 @@ async def test_rollback_restores_the_previous_version_and_names_the_cooldown(
     tenant = await env.tenant()
     old = await model_in(env, tenant, ModelStatus.PRODUCTION)
     new = await model_in(env, tenant, ModelStatus.SHADOW)
-    await promote_challenger(
+    await enter_canary(
         env.db, tenant, new, expected_champion_id=old, reason="SPRT ACCEPT", details={}
+    )
+    await promote_challenger(
+        env.db, tenant, new, expected_champion_id=old, reason="canary held", details={}
     )
     settings = cli_settings(env, db_admin_dsn)
 
@@ -182,3 +187,99 @@ async def test_evaluation_start_starts_the_shadow_evaluation_and_status_reports_
         with pytest.raises(CommandError, match="no shadow evaluation shadow/"):
             await rai_evaluation(settings, "status", "--model-version", str(champion))
     assert (await statuses(env, tenant))[challenger] == "SHADOW"
+
+
+async def rai_command(settings: Settings, *argv: str) -> tuple[int, str]:
+    """Parse ``rai ARGV`` with the real command tree and run its handler off the event loop:
+    the exit code and, when the command fails, the message ``rai`` prints for it."""
+    args = build_parser().parse_args(list(argv))
+    try:
+        code: int = await asyncio.to_thread(args.handler, args, settings)
+    except CommandError as exc:
+        return exc.exit_code, str(exc)
+    return code, ""
+
+
+async def test_approve_moves_a_challenger_without_champion_to_canary(
+    services_env: ServicesEnv,
+    db_admin_dsn: str,
+    temporal: WorkflowEnvironment,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    challenger = await model_in(env, tenant, ModelStatus.SHADOW)
+    settings = cli_settings(env, db_admin_dsn, temporal)
+    approve = ["model", "approve", "--model-version", str(challenger), "--json"]
+    async with Worker(
+        temporal.client,
+        task_queue=settings.training_task_queue,
+        workflows=[ShadowEvaluation],
+        activities=PromotionActivities(db=env.db).activities(),
+    ):
+        start = ["start", "--tenant", str(tenant), "--model-version", str(challenger)]
+        assert await rai_evaluation(settings, *start) == 0
+        handle: WorkflowHandle[ShadowEvaluation, EvaluationResult] = (
+            temporal.client.get_workflow_handle(
+                shadow_evaluation_workflow_id(challenger), result_type=EvaluationResult
+            )
+        )
+        await wait_until(
+            lambda: handle.query(ShadowEvaluation.progress),
+            lambda progress: progress.awaiting_approval,
+            within=30,
+            failure="the evaluation of a challenger without champion is not awaiting approval",
+        )
+        capsys.readouterr()
+        # No champion and no evidence: the challenger is still SHADOW, waiting.
+        assert (await statuses(env, tenant))[challenger] == "SHADOW"
+
+        blank, refusal = await rai_command(
+            settings, *approve, "--reason", "   ", "--approver", "alice"
+        )
+        assert (blank, capsys.readouterr().out) == (1, "")
+        assert refusal.startswith("invalid approval: reason: "), refusal
+
+        code, error = await rai_command(
+            settings, *approve, "--reason", "trial plots look right", "--approver", "alice"
+        )
+        assert (code, error) == (0, "")
+        report = json.loads(capsys.readouterr().out)
+        assert report == {
+            "model_version_id": str(challenger),
+            "approved_by": "alice",
+            "reason": "trial plots look right",
+            "detail": f"model version {challenger} is CANARY:"
+            " approved by alice: trial plots look right",
+        }
+        assert (await statuses(env, tenant))[challenger] == "CANARY"
+        [move] = (await history(env, tenant, challenger))[-1:]
+        assert (move["to_status"], move["reason"]) == (
+            "CANARY",
+            "approved by alice: trial plots look right",
+        )
+        async with env.db.transaction(tenant) as conn:
+            details = await conn.fetchval(
+                "SELECT details FROM integrity_checks"
+                " WHERE check_type = 'shadow_evaluation.decision' AND outcome = 'CANARY'"
+            )
+        assert (details["approved_by"], details["approval_reason"]) == (
+            "alice",
+            "trial plots look right",
+        )
+
+        again, refusal = await rai_command(
+            settings, *approve, "--reason", "twice", "--approver", "bob"
+        )
+        assert again == 1  # not waiting for an approval any more
+        assert "not waiting for an approval" in refusal
+        await handle.terminate("test over")
+
+    unknown = ["model", "approve", "--model-version", str(uuid.uuid4()), "--json"]
+    code, refusal = await rai_command(settings, *unknown, "--reason", "x")
+    assert code == 3
+    assert "no running shadow evaluation" in refusal
+    unreachable = settings.model_copy(update={"temporal_address": "127.0.0.1:1"})
+    code, refusal = await rai_command(unreachable, *approve, "--reason", "x")
+    assert code == 4
+    assert refusal.startswith("cannot reach Temporal at 127.0.0.1:1: "), refusal

@@ -17,7 +17,8 @@ from activities.promotion import PromotionActivities
 from db.integrity import verify_chain
 from domain.model_status import ModelStatus
 from domain.promotion import (
-    FIRST_PRODUCTION_REASON,
+    Approval,
+    ChallengerEvidence,
     ConclusionStatus,
     EvaluationInput,
     EvaluationOutcome,
@@ -26,7 +27,9 @@ from domain.promotion import (
 from domain.sprt import sprt
 from services.promotion import (
     decision_details,
+    enter_canary,
     promote_challenger,
+    read_challenger_evidence,
     read_paired_outcomes,
     reject_challenger,
 )
@@ -114,6 +117,29 @@ async def test_the_reader_pairs_counts_and_moves_its_cursor(services_env: Servic
     assert (settling.outcomes, settling.cursor) == ([], None)
 
 
+async def test_the_evidence_reader_compares_the_challenger_with_the_mean_baseline(
+    services_env: ServicesEnv,
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    challenger = await model_in(env, tenant, ModelStatus.SHADOW)
+    nothing = await read_challenger_evidence(env.db, tenant, challenger, settle=NO_SETTLE)
+    assert nothing == ChallengerEvidence(outcomes=0)
+    await Device(env, tenant).send_each(
+        paired(1.0, {challenger: 1.0}),
+        paired(2.0, {challenger: 2.0}),
+        paired(3.0, {challenger: 3.0}),
+        paired(4.0, {challenger: 5.0}),
+        paired(None, {challenger: 9.0}),  # no outcome: not evidence
+        paired(7.0, {uuid4(): 7.0}),  # another model's prediction
+    )
+    found = await read_challenger_evidence(env.db, tenant, challenger, settle=NO_SETTLE)
+    # challenger: |0|+|0|+|0|+|1| / 4; baseline: mean 2.5, |1.5|+|0.5|+|0.5|+|1.5| / 4
+    assert found == ChallengerEvidence(outcomes=4, challenger_mae=0.25, baseline_mae=1.0)
+    settling = await read_challenger_evidence(env.db, tenant, challenger, settle=timedelta(hours=1))
+    assert settling.outcomes == 0
+
+
 async def test_the_reader_reports_missing_champions_and_challengers(
     services_env: ServicesEnv,
 ) -> None:
@@ -139,19 +165,39 @@ async def test_the_reader_reports_missing_champions_and_challengers(
     assert hidden.challenger_status is None  # row-level security: not the intruder's model
 
 
-async def test_promotion_archives_the_champion_in_the_same_transaction(
+async def test_canary_then_promotion_archives_the_champion_in_the_same_transaction(
     services_env: ServicesEnv,
 ) -> None:
     env = services_env
     tenant, champion, challenger = await champion_and_challenger(env)
     evidence = sprt([True] * 30)
     details = decision_details(evidence, champion, f"shadow/{challenger}")
-    done = await promote_challenger(
+    too_early = await promote_challenger(
+        env.db, tenant, challenger, expected_champion_id=champion, reason="x", details=details
+    )
+    assert too_early.status is ConclusionStatus.CHALLENGER_MOVED  # SHADOW is not CANARY
+    canary = await enter_canary(
         env.db,
         tenant,
         challenger,
         expected_champion_id=champion,
         reason="SPRT ACCEPT",
+        details=details,
+    )
+    assert canary.status is ConclusionStatus.DONE
+    found = await statuses(env, tenant)
+    assert (found[champion], found[challenger]) == ("PRODUCTION", "CANARY")
+    again = await enter_canary(
+        env.db, tenant, challenger, expected_champion_id=champion, reason="retry", details={}
+    )
+    assert (again.status, again.detail) == (ConclusionStatus.DONE, "already in CANARY")
+
+    done = await promote_challenger(
+        env.db,
+        tenant,
+        challenger,
+        expected_champion_id=champion,
+        reason="canary held",
         details=details,
     )
     assert (done.status, done.archived_id) == (ConclusionStatus.DONE, champion)
@@ -162,14 +208,16 @@ async def test_promotion_archives_the_champion_in_the_same_transaction(
     moves = await history(env, tenant, challenger)
     assert [(m["from_status"], m["to_status"], m["reason"]) for m in moves[-2:]] == [
         ("SHADOW", "CANARY", "SPRT ACCEPT"),
-        ("CANARY", "PRODUCTION", "SPRT ACCEPT"),
+        ("CANARY", "PRODUCTION", "canary held"),
     ]
     [archived] = (await history(env, tenant, champion))[-1:]
     assert (archived["to_status"], archived["reason"]) == ("ARCHIVED", f"replaced by {challenger}")
-    # now() is the transaction's start: one timestamp for all three moves.
-    assert {m["changed_at"] for m in [*moves[-2:], archived]} == {archived["changed_at"]}
+    # now() is the transaction's start: archive and promotion share one timestamp.
+    assert moves[-1]["changed_at"] == archived["changed_at"]
+    assert moves[-2]["changed_at"] < archived["changed_at"]  # CANARY came first, apart
 
-    [decision] = await decisions(env, tenant)
+    entered, decision = await decisions(env, tenant)
+    assert (entered["subject_id"], entered["outcome"]) == (str(challenger), "CANARY")
     assert (decision["subject_id"], decision["outcome"]) == (str(challenger), "ACCEPTED")
     assert decision["details"]["wins"] == decision["details"]["observations"] == 30
     assert decision["details"]["champion_id"] == str(champion)
@@ -180,14 +228,14 @@ async def test_promotion_archives_the_champion_in_the_same_transaction(
         env.db, tenant, challenger, expected_champion_id=champion, reason="retry", details=details
     )
     assert (again.status, again.detail) == (ConclusionStatus.DONE, "already in PRODUCTION")
-    assert len(await decisions(env, tenant)) == 1
+    assert len(await decisions(env, tenant)) == 2
 
 
 async def test_a_changed_champion_stops_the_promotion(services_env: ServicesEnv) -> None:
     env = services_env
     tenant, champion, challenger = await champion_and_challenger(env)
     before = await statuses(env, tenant)
-    changed = await promote_challenger(
+    changed = await enter_canary(
         env.db,
         tenant,
         challenger,
@@ -197,7 +245,21 @@ async def test_a_changed_champion_stops_the_promotion(services_env: ServicesEnv)
     )
     assert (changed.status, changed.champion_id) == (ConclusionStatus.CHAMPION_CHANGED, champion)
     assert await statuses(env, tenant) == before
-    assert await decisions(env, tenant) == []
+    await enter_canary(
+        env.db, tenant, challenger, expected_champion_id=champion, reason="ok", details={}
+    )
+    in_canary = await statuses(env, tenant)
+    changed = await promote_challenger(
+        env.db,
+        tenant,
+        challenger,
+        expected_champion_id=uuid4(),
+        reason="canary held",
+        details={},
+    )
+    assert (changed.status, changed.champion_id) == (ConclusionStatus.CHAMPION_CHANGED, champion)
+    assert await statuses(env, tenant) == in_canary
+    assert [d["outcome"] for d in await decisions(env, tenant)] == ["CANARY"]
 
 
 async def test_rejection_is_final_and_recorded(services_env: ServicesEnv) -> None:
@@ -228,22 +290,57 @@ async def test_rejection_is_final_and_recorded(services_env: ServicesEnv) -> Non
     assert late.status is ConclusionStatus.CHALLENGER_MOVED
 
 
-async def test_without_a_champion_the_challenger_is_the_first_production_version(
+async def test_a_canary_can_be_rejected(services_env: ServicesEnv) -> None:
+    env = services_env
+    tenant, champion, challenger = await champion_and_challenger(env)
+    await enter_canary(
+        env.db, tenant, challenger, expected_champion_id=champion, reason="ok", details={}
+    )
+    done = await reject_challenger(
+        env.db,
+        tenant,
+        challenger,
+        expected_champion_id=champion,
+        reason="in CANARY: SPRT REJECT",
+        details={},
+    )
+    assert done.status is ConclusionStatus.DONE
+    found = await statuses(env, tenant)
+    assert (found[champion], found[challenger]) == ("PRODUCTION", "REJECTED")
+
+
+async def test_without_a_champion_an_approval_is_recorded_with_who_and_why(
     services_env: ServicesEnv,
 ) -> None:
     env = services_env
     tenant = await env.tenant()
     challenger = await model_in(env, tenant, ModelStatus.SHADOW)
+    approval = Approval(approver="alice", reason="validated offline on the 2026 trials")
+    reason = "approved by alice: validated offline on the 2026 trials"
+    details = decision_details(sprt([]), None, f"shadow/{challenger}", approval=approval)
+    entered = await enter_canary(
+        env.db, tenant, challenger, expected_champion_id=None, reason=reason, details=details
+    )
+    assert entered.status is ConclusionStatus.DONE
     done = await promote_challenger(
         env.db,
         tenant,
         challenger,
         expected_champion_id=None,
-        reason=FIRST_PRODUCTION_REASON,
-        details={},
+        reason="canary held",
+        details=details,
     )
     assert (done.status, done.archived_id) == (ConclusionStatus.DONE, None)
     assert (await statuses(env, tenant))[challenger] == "PRODUCTION"
+    moves = await history(env, tenant, challenger)
+    assert [(m["to_status"], m["reason"]) for m in moves[-2:]] == [
+        ("CANARY", reason),
+        ("PRODUCTION", "canary held"),
+    ]
+    entered_row, _ = await decisions(env, tenant)
+    assert entered_row["details"]["approved_by"] == "alice"
+    assert entered_row["details"]["approval_reason"] == "validated offline on the 2026 trials"
+    assert entered_row["details"]["reason"] == reason
 
 
 async def test_two_accepted_challengers_conclude_one_after_the_other(
@@ -252,6 +349,10 @@ async def test_two_accepted_challengers_conclude_one_after_the_other(
     env = services_env
     tenant, champion, first = await champion_and_challenger(env)
     second = await model_in(env, tenant, ModelStatus.SHADOW)
+    for challenger in (first, second):
+        await enter_canary(
+            env.db, tenant, challenger, expected_champion_id=champion, reason="ok", details={}
+        )
     conclusions = await asyncio.gather(
         *(
             promote_challenger(
@@ -259,7 +360,7 @@ async def test_two_accepted_challengers_conclude_one_after_the_other(
                 tenant,
                 challenger,
                 expected_champion_id=champion,
-                reason="SPRT ACCEPT",
+                reason="canary held",
                 details={},
             )
             for challenger in (first, second)
@@ -288,7 +389,12 @@ async def test_the_workflow_on_the_real_activities_continues_then_accepts(
     ):
         handle = await time_skipping.client.start_workflow(
             ShadowEvaluation.run,
-            EvaluationInput(tenant_id=tenant, model_version_id=challenger, settle=NO_SETTLE),
+            EvaluationInput(
+                tenant_id=tenant,
+                model_version_id=challenger,
+                settle=NO_SETTLE,
+                canary_dwell=timedelta(hours=3),
+            ),
             id=shadow_evaluation_workflow_id(challenger),
             task_queue=queue,
         )
@@ -308,5 +414,13 @@ async def test_the_workflow_on_the_real_activities_continues_then_accepts(
     assert result.archived_id == champion
     found = await statuses(env, tenant)
     assert (found[champion], found[challenger]) == ("ARCHIVED", "PRODUCTION")
-    [decision] = await decisions(env, tenant)
+    entered, decision = await decisions(env, tenant)
+    assert (entered["outcome"], decision["outcome"]) == ("CANARY", "ACCEPTED")
+    assert entered["details"]["workflow_id"] == decision["details"]["workflow_id"]
     assert decision["details"]["workflow_id"] == f"shadow/{challenger}"
+    assert result.canary_sprt is not None
+    assert result.canary_sprt.observations == 0  # no pairs arrived during the canary
+    moves = await history(env, tenant, challenger)
+    canary_at, production_at = moves[-2]["changed_at"], moves[-1]["changed_at"]
+    assert moves[-2]["to_status"] == "CANARY"
+    assert production_at > canary_at  # a real stage: its own transaction, later

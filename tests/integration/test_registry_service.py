@@ -3,12 +3,14 @@ real S3 server."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from uuid import UUID
 
 import asyncpg
 import pytest
 
 from db.repository import Database
+from domain.holdout import HoldoutSplit
 from domain.lineage import lineage_hash
 from domain.model_status import ModelStatus
 from domain.ridge import RidgeModel
@@ -234,29 +236,74 @@ async def test_the_pipelines_promotion_rejects_a_model_without_a_passed_audit(
     }
 
 
-async def test_the_pipelines_audit_evaluates_the_model_on_a_season(
+async def test_the_pipelines_audit_evaluates_the_model_on_its_holdout(
     services_env: ServicesEnv,
 ) -> None:
     env = services_env
     tenant = await env.tenant()
-    await env.seed_events(tenant, "2026", 80)
+    await env.seed_events(tenant, "2026", 200)
     mean_model = RidgeModel(features=(), intercept=5.0, l2_lambda=1.0)
     uri, _ = await env.artifact(tenant, mean_model.to_bytes())
-    model = await registry(env).register_model(tenant, request(uri))
-    auditor = ModelAuditService(env.db, env.store, BiasAuditService(env.db, env.platform))
+    trained_with = replace(request(uri), metrics={"holdout_fraction": 0.25})
+    model = await registry(env).register_model(tenant, trained_with)
+    # the worker's configured fraction differs: the model's own split wins
+    auditor = ModelAuditService(
+        env.db, env.store, BiasAuditService(env.db, env.platform), holdout_fraction=0.5
+    )
 
     outcome = await auditor.audit_model(tenant, model.id, "2026")
 
+    held_out = [i for i in range(200) if HoldoutSplit(0.25).is_holdout(f"field-{i:05d}")]
+    assert 20 < len(held_out) < 80
     async with env.db.transaction(tenant) as conn:
         [audit] = await conn.fetch("SELECT passed, metrics FROM bias_audits")
     assert outcome.passed is audit["passed"]
     verdict = "passed" if audit["passed"] else "failed"
     ratio = audit["metrics"]["error_ratio"]
-    assert outcome.detail == f"bias audit {verdict}: worst/best region error ratio {ratio}"
+    assert outcome.detail.startswith(
+        f"bias audit {verdict}: worst/best region error ratio {ratio}"
+        f" on {len(held_out)} held-out events"
+    )
     assert audit["metrics"]["group_by"] == "region"
-    assert sum(group["n"] for group in audit["metrics"]["groups"].values()) == 80
+    assert audit["metrics"]["split"] == {
+        "rule": "sha256(field_id)[:8] big-endian mod 10000 < round(fraction * 10000)",
+        "fraction": 0.25,
+        "side": "holdout",
+        "fraction_source": "model metrics",
+        "season": "2026",
+        "rows_evaluated": len(held_out),
+        "rows_excluded_as_trained_on": 200 - len(held_out),
+    }
+    groups = audit["metrics"]["groups"]
+    assert groups["north"]["n"] == sum(1 for i in held_out if i % 2 == 0)
+    assert groups["south"]["n"] == sum(1 for i in held_out if i % 2 == 1)
 
     uri, _ = await env.artifact(tenant, b"not a model")
     unreadable = await registry(env).register_model(tenant, request(uri))
     with pytest.raises(GovernanceRefusal, match="cannot be loaded"):
         await auditor.audit_model(tenant, unreadable.id, "2026")
+    with pytest.raises(GovernanceRefusal, match="no held-out labelled events"):
+        await auditor.audit_model(tenant, model.id, "2031")
+
+
+async def test_groups_too_small_to_judge_are_reported_not_passed_over(
+    services_env: ServicesEnv,
+) -> None:
+    env = services_env
+    tenant = await env.tenant()
+    uri, _ = await env.artifact(tenant)
+    model = await registry(env).register_model(tenant, request(uri))
+    audits = BiasAuditService(env.db, env.platform, max_error_ratio=1.5, min_group_size=30)
+    few_in_east = [*evaluations(0.1, 0.1), *(Evaluation("east", 5.0, 9.0) for _ in range(3))]
+
+    result = await audits.audit(tenant, model.id, few_in_east, group_by="region")
+
+    assert result.passed  # north and south are judged and within bound ...
+    assert result.metrics["judged_groups"] == ["north", "south"]
+    assert result.metrics["insufficient_groups"] == {"east": 3}  # ... east is named, not hidden
+    assert "1 group(s) under 30 events not judged" in result.metrics["verdict"]
+    async with env.db.transaction(tenant) as conn:
+        details = await conn.fetchval(
+            "SELECT details FROM integrity_checks WHERE check_type = 'model.bias_audit'"
+        )
+    assert details["insufficient_groups"] == {"east": 3}

@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -44,7 +44,9 @@ from domain.pipeline import (
     TrainInput,
 )
 from domain.policies import cooldown_active
+from domain.promotion import shadow_evaluation_workflow_id
 from domain.training import TrainedModel
+from workflows.promotion import ShadowEvaluation
 from workflows.retrain import PIPELINE_RETRY, RetrainingPipeline
 
 pytestmark = pytest.mark.integration
@@ -200,7 +202,10 @@ async def run_pipeline(
         Worker(
             env.client,
             task_queue=queue,
-            workflows=[RetrainingPipeline],
+            # The version's evaluation runs here too, its activities unserved: a child whose
+            # first workflow task is never processed holds the time-skipping server's clock
+            # (seen here: a later env.sleep timed out even after the child was terminated).
+            workflows=[RetrainingPipeline, ShadowEvaluation],
             activities=world.activities(),
         ),
         Worker(env.client, task_queue=drift_queue, activities=[world.drift]),
@@ -222,7 +227,18 @@ async def run_pipeline(
         progress = await handle.query(RetrainingPipeline.progress)
         assert progress.result == result
         assert progress.step == "finished"
-        return result
+    if result.outcome is PipelineOutcome.SUCCEEDED_SHADOW:
+        # The version's shadow evaluation was started as a child that outlives the pipeline.
+        assert result.model_version_id is not None
+        evaluation = env.client.get_workflow_handle(
+            shadow_evaluation_workflow_id(result.model_version_id)
+        )
+        described = await evaluation.describe()
+        assert described.status is WorkflowExecutionStatus.RUNNING
+        assert described.parent_id == f"retrain/{tenant}"
+        assert described.workflow_type == "ShadowEvaluation"
+        await evaluation.terminate("the pipeline test is over")
+    return result
 
 
 async def test_happy_path_ends_in_shadow(env: WorkflowEnvironment) -> None:

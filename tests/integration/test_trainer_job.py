@@ -19,6 +19,7 @@ from adapters.callback_client import post_callback
 from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore, S3Uri
 from domain.canonical import canonical_json
+from domain.holdout import HoldoutSplit
 from domain.jobs import JobState
 from domain.ridge import load_model
 from domain.signing import DocumentKind, Signer, verify
@@ -141,6 +142,34 @@ async def test_a_snapshot_becomes_a_verifiable_model(
         {"rain_mm": 300.0, "temp_c": 18.0, "soil": "clay"}
     )
     assert effect == pytest.approx(SOIL_EFFECTS["sand"] - SOIL_EFFECTS["clay"], abs=0.1)
+
+
+async def test_the_job_fits_on_the_train_side_of_its_holdout_fraction(
+    runner: LocalJobRunner, store: ObjectStore, service_storage: Settings, snapshot: Snapshot
+) -> None:
+    args = dataclasses.replace(training_args(service_storage, snapshot), holdout_fraction=0.4)
+    spec = job_spec(service_storage, args)
+    assert "--holdout-fraction" in spec.argv
+    await runner.launch(spec)
+    status = await wait_until_exited(runner, spec.name)
+
+    assert status.state is JobState.SUCCEEDED, status.detail
+    result = TrainingResult.model_validate(status.result)
+    assert result.metrics is not None
+    assert result.artifact_uri is not None
+    split = HoldoutSplit(0.4)
+    events = synthetic_events(300)
+    held_out = [e for e in events if split.is_holdout(e["field_id"])]
+    assert result.metrics["holdout_fraction"] == 0.4
+    assert (result.metrics["n_train"], result.metrics["n_validation"]) == (
+        300 - len(held_out),
+        len(held_out),
+    )
+    # the artifact is the fit of the train side alone
+    artifact = S3Uri.parse(result.artifact_uri)
+    model = load_model(await store.get_bytes(artifact.bucket, artifact.key, artifact.version_id))
+    train_side = [e for e in events if not split.is_holdout(e["field_id"])]
+    assert model == fit_ridge(parse_snapshot(jsonl(train_side)), holdout=split).model
 
 
 async def test_a_dataset_with_another_hash_is_refused(

@@ -13,6 +13,7 @@ import asyncpg
 from db.repository import Database
 from db.tenants import create_tenant
 from domain.lineage import lineage_hash
+from services.keys import register_platform_key
 
 
 def sha() -> str:
@@ -29,18 +30,10 @@ class TenantWorld:
     key_id: str
 
 
-async def new_tenant(db: Database, name: str = "farm") -> TenantWorld:
+async def new_tenant(db: Database, admin_dsn: str, name: str = "farm") -> TenantWorld:
+    """A tenant whose platform key is registered the administrative way (rai_app may not)."""
     tenant = await create_tenant(db, name)
-    public_key = secrets.token_bytes(32)
-    key_id = hashlib.sha256(public_key).hexdigest()[:32]
-    async with db.transaction(tenant.id) as conn:
-        await conn.execute(
-            "INSERT INTO signing_keys (tenant_id, key_id, public_key, purpose)"
-            " VALUES ($1, $2, $3, 'platform')",
-            tenant.id,
-            key_id,
-            public_key,
-        )
+    key_id = await register_platform_key(admin_dsn, tenant.id, secrets.token_bytes(32))
     return TenantWorld(tenant.id, key_id)
 
 
@@ -80,8 +73,14 @@ async def insert_model(
 
 
 async def insert_audit(
-    conn: asyncpg.Connection, world: TenantWorld, model_id: UUID, *, passed: bool
+    conn: asyncpg.Connection,
+    world: TenantWorld,
+    model_id: UUID,
+    *,
+    passed: bool,
+    key_id: str | None = None,
 ) -> None:
+    """A bias audit row, signed (by default) with the tenant's platform key."""
     await conn.execute(
         "INSERT INTO bias_audits (tenant_id, model_version_id, passed, metrics, report_sha256,"
         " signature, key_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -91,7 +90,7 @@ async def insert_audit(
         {"worst_to_best_error_ratio": 1.1 if passed else 3.0},
         sha(),
         signature(),
-        world.key_id,
+        key_id or world.key_id,
     )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from domain.canonical import canonical_json
+from domain.holdout import HoldoutSplit
 from domain.ridge import (
     MODEL_FORMAT,
     CategoricalFeature,
@@ -22,9 +23,11 @@ from trainer.model import (
     SnapshotError,
     TrainingError,
     fit_ridge,
-    in_validation_split,
     parse_snapshot,
 )
+
+# The trainer's validation side is the default holdout of domain.holdout.
+in_validation_split = HoldoutSplit().is_holdout
 
 pytestmark = pytest.mark.unit
 
@@ -224,6 +227,35 @@ def test_too_few_fields_to_split_fits_on_everything() -> None:
     assert (metrics["n_train"], metrics["n_validation"]) == (10, 0)
     assert metrics["validation_rmse"] is None
     assert metrics["validation_r2"] is None
+
+
+def test_the_model_never_trains_on_a_held_out_field() -> None:
+    events = [
+        LearningEvent("s", f"field-{f}", {"x": float(f)}, float(2 * f + 1)) for f in range(200)
+    ]
+    for fraction in (0.1, 0.5):
+        split = HoldoutSplit(fraction)
+        metrics = fit_ridge(events, holdout=split).metrics
+        held_out = sum(split.is_holdout(f"field-{f}") for f in range(200))
+        assert (metrics["n_train"], metrics["n_validation"]) == (200 - held_out, held_out)
+        assert metrics["holdout_fraction"] == fraction
+    # the fitted model is a function of the train side alone: changing every held-out outcome
+    # changes nothing in it
+    split = HoldoutSplit(0.3)
+    moved = [
+        LearningEvent(e.season_id, e.field_id, e.features, 1e6)
+        if split.is_holdout(e.field_id)
+        else e
+        for e in events
+    ]
+    assert fit_ridge(events, holdout=split).model == fit_ridge(moved, holdout=split).model
+
+
+def test_a_snapshot_entirely_in_the_holdout_is_refused() -> None:
+    field = next(f"f{i}" for i in range(100) if in_validation_split(f"f{i}"))
+    events = [LearningEvent(f"s{i}", field, {"x": float(i)}, float(i)) for i in range(10)]
+    with pytest.raises(TrainingError, match="fall in the holdout"):
+        fit_ridge(events)
 
 
 def test_r2_is_null_when_the_outcome_never_varies() -> None:
