@@ -25,7 +25,6 @@ from activities.promotion import PromotionActivities
 from adapters.jobrunners import open_job_runner
 from adapters.objectstore import ObjectStore
 from adapters.redis_mutex import TenantMutex
-from cli.errors import CommandError
 from db.repository import Database
 from services.bias import BiasAuditService
 from services.drift import DriftAnalysisService
@@ -34,7 +33,7 @@ from services.keys import load_platform_signer
 from services.leases import TenantLeases
 from services.pipeline import DriftCheck, PipelineService
 from services.registry import ModelRegistryService
-from services.startup import WorkerStartRefused, check_worker_start
+from services.startup import check_worker_start
 from services.training import TrainingConfig, TrainingService, job_environment
 from settings import Settings
 from starter import WorkerQueue, connect_temporal
@@ -119,10 +118,7 @@ async def running_workers(
 
 
 async def run_worker(settings: Settings, queue: WorkerQueue = WorkerQueue.ALL) -> None:
-    try:
-        await check_worker_start(settings)
-    except WorkerStartRefused as exc:
-        raise CommandError(str(exc)) from None
+    await check_worker_start(settings)  # WorkerStartRefused: a one-line error for the caller
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from cli.errors import ServiceUnavailable
+from cli.errors import CommandError, ServiceUnavailable
 from settings import Settings
 from starter import TemporalUnavailable, WorkerQueue
 
@@ -28,10 +28,13 @@ def register(groups: Any) -> None:
 
 
 def run_worker_command(args: argparse.Namespace, settings: Settings) -> int:
+    from services.startup import WorkerStartRefused
     from worker import run_worker  # the worker's imports are heavy; only this command needs them
 
     try:
         asyncio.run(run_worker(settings, WorkerQueue(args.queue)))
     except TemporalUnavailable as exc:
         raise ServiceUnavailable(str(exc)) from exc
+    except WorkerStartRefused as exc:
+        raise CommandError(str(exc)) from None
     return 0
