@@ -15,6 +15,7 @@ import pytest
 from adapters.objectstore import AccessDeniedError
 from cli.main import main
 from db.integrity import record_check, verify_chain
+from db.tenants import create_tenant
 from domain.checkpoint import Checkpoint, sign_checkpoint, tenant_prefix
 from domain.signing import Signer
 from domain.trust import TrustedKeys
@@ -39,6 +40,12 @@ async def append(env: ServicesEnv, tenant: UUID, n: int) -> None:
     for i in range(n):
         async with env.db.transaction(tenant) as conn:
             await record_check(conn, tenant, "test.step", f"s-{i}", "OK", {"i": i})
+
+
+async def plain_tenant(env: ServicesEnv, name: str = "farm") -> UUID:
+    """A tenant whose audit chain starts empty (``env.tenant`` also registers its platform key,
+    which is a row of the chain): the positions below count from the first row."""
+    return (await create_tenant(env.db, name)).id
 
 
 async def as_superuser(dsn: str, *statements: tuple[str, tuple[object, ...]]) -> None:
@@ -85,7 +92,7 @@ async def rewrite_from(dsn: str, tenant: UUID, seq: int) -> None:
 
 async def test_an_honest_chain_with_checkpoints_verifies(services_env: ServicesEnv) -> None:
     env, service = services_env, checkpoints(services_env)
-    tenant = await env.tenant()
+    tenant = await plain_tenant(env)
     await append(env, tenant, 4)
     first = await service.checkpoint(tenant)
     assert first.written
@@ -112,7 +119,7 @@ async def test_an_honest_chain_with_checkpoints_verifies(services_env: ServicesE
 
 
 async def test_a_checkpoint_cannot_be_deleted(services_env: ServicesEnv) -> None:
-    tenant = await services_env.tenant()
+    tenant = await plain_tenant(services_env)
     stored = await checkpoints(services_env).checkpoint(tenant)
     info = await services_env.store.head(services_env.settings.s3_datasets_bucket, stored.key)
     assert info is not None
@@ -125,7 +132,7 @@ async def test_a_checkpoint_cannot_be_deleted(services_env: ServicesEnv) -> None
 
 async def test_an_edited_row_is_named(services_env: ServicesEnv, db_admin_dsn: str) -> None:
     env, service = services_env, checkpoints(services_env)
-    tenant = await env.tenant()
+    tenant = await plain_tenant(env)
     await append(env, tenant, 5)
     stored = await service.checkpoint(tenant)
     await as_superuser(
@@ -148,7 +155,7 @@ async def test_an_edited_row_is_named(services_env: ServicesEnv, db_admin_dsn: s
 
 async def test_a_recomputed_suffix_is_named(services_env: ServicesEnv, db_admin_dsn: str) -> None:
     env, service = services_env, checkpoints(services_env)
-    tenant = await env.tenant()
+    tenant = await plain_tenant(env)
     await append(env, tenant, 3)
     older = await service.checkpoint(tenant)  # size 4
     await append(env, tenant, 3)
@@ -174,7 +181,7 @@ async def test_a_recomputed_suffix_is_named(services_env: ServicesEnv, db_admin_
 
 async def test_a_cut_tail_is_named(services_env: ServicesEnv, db_admin_dsn: str) -> None:
     env, service = services_env, checkpoints(services_env)
-    tenant = await env.tenant()
+    tenant = await plain_tenant(env)
     await append(env, tenant, 5)
     stored = await service.checkpoint(tenant)  # size 6
     await as_superuser(
@@ -198,7 +205,7 @@ async def test_a_forged_checkpoint_in_the_bucket_is_named_not_trusted(
     services_env: ServicesEnv,
 ) -> None:
     env, service = services_env, checkpoints(services_env)
-    tenant = await env.tenant()
+    tenant = await plain_tenant(env)
     stored = await service.checkpoint(tenant)
     await append(env, tenant, 2)
     intruder = Signer.generate()
@@ -222,7 +229,7 @@ async def test_cli_checkpoint_and_verify_chain(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = services_env
-    tenant = await env.tenant()
+    tenant = await plain_tenant(env)
     await append(env, tenant, 4)
     monkeypatch.setenv("RAI_DATABASE_URL", db_admin_dsn)
     monkeypatch.delenv("RAI_APP_DATABASE_URL", raising=False)
@@ -241,7 +248,7 @@ async def test_cli_checkpoint_and_verify_chain(
     code, out = await rai("db", "verify-chain", "--tenant", str(tenant), "--require-checkpoint")
     assert code == 1
     assert "BROKEN  no checkpoint yet" in out
-    other = await env.tenant("other farm")
+    other = await plain_tenant(env, "other farm")
     code, out = await rai("audit", "checkpoint", "--all", "--json")
     assert code == 0
     report = json.loads(out)
