@@ -118,18 +118,20 @@ async def test_honest_provenance_verifies(services_env: ServicesEnv) -> None:
 async def test_a_key_the_database_trusts_is_not_trusted(
     services_env: ServicesEnv, db_admin_dsn: str
 ) -> None:
-    """Whoever writes to the database can register a platform key of their own and re-sign a
-    record with it; the verifier trusts only the key pinned in its configuration."""
+    """Whoever administers the database can register a platform key of their own (rai_app
+    cannot: RA010) and re-sign a record with it; the verifier trusts only the key pinned in its
+    configuration."""
     p = await honest_provenance(services_env)
     intruder = Signer.generate()
+    await superuser(
+        db_admin_dsn,
+        "INSERT INTO rai.signing_keys (tenant_id, key_id, public_key, purpose)"
+        " VALUES ($1, $2, $3, 'platform')",
+        p.tenant,
+        intruder.key_id,
+        intruder.public_key,
+    )
     async with services_env.db.transaction(p.tenant) as conn:
-        await conn.execute(
-            "INSERT INTO signing_keys (tenant_id, key_id, public_key, purpose)"
-            " VALUES ($1, $2, $3, 'platform')",
-            p.tenant,
-            intruder.key_id,
-            intruder.public_key,
-        )
         audit = await conn.fetchrow(
             "SELECT * FROM bias_audits WHERE model_version_id = $1", p.model
         )
