@@ -27,6 +27,7 @@ from adapters.objectstore import ObjectStore
 from adapters.redis_mutex import TenantMutex
 from db.repository import Database
 from services.bias import BiasAuditService
+from services.checkpoints import CheckpointService
 from services.drift import DriftAnalysisService
 from services.evaluation import ModelAuditService
 from services.keys import load_platform_signer
@@ -35,6 +36,7 @@ from services.pipeline import DriftCheck, PipelineService
 from services.registry import ModelRegistryService
 from services.startup import check_worker_start
 from services.training import TrainingConfig, TrainingService, job_environment
+from services.trust import trusted_platform_keys
 from settings import Settings
 from starter import WorkerQueue, connect_temporal
 from workflows.promotion import ShadowEvaluation
@@ -90,6 +92,14 @@ async def running_workers(
                 holdout_fraction=settings.holdout_fraction,
             ),
             registry=registry,
+            checkpoints=CheckpointService(
+                db,
+                store,
+                trusted_platform_keys(settings),
+                bucket=settings.s3_datasets_bucket,
+                retention_days=settings.dataset_retention_days,
+                platform=platform,
+            ),
         )
         promotion = PromotionActivities(db=db)
         workers = []

@@ -17,6 +17,7 @@ from domain.pipeline import (
     ActivityName,
     AuditInput,
     AuditOutput,
+    CheckpointInput,
     DeadLetterInput,
     DeadLetterOutput,
     DriftInput,
@@ -35,6 +36,7 @@ from domain.pipeline import (
     TrainInput,
 )
 from domain.training import TrainedModel
+from services.checkpoints import CheckpointService
 from services.evaluation import ModelAuditService
 from services.leases import TenantLeases
 from services.pipeline import DriftCheck, PipelineService
@@ -52,6 +54,7 @@ class PipelineActivities:
         training: TrainingService,
         audits: ModelAuditService,
         registry: ModelRegistryService,
+        checkpoints: CheckpointService,
     ) -> None:
         self._leases = leases
         self._pipeline = pipeline
@@ -59,6 +62,7 @@ class PipelineActivities:
         self._training = training
         self._audits = audits
         self._registry = registry
+        self._checkpoints = checkpoints
 
     def training_activities(self) -> list[Callable[..., Any]]:
         """Everything on ``training-queue`` (drift analysis has a queue of its own)."""
@@ -74,6 +78,7 @@ class PipelineActivities:
             self.promote_to_shadow,
             self.dead_letter,
             self.record_outcome,
+            self.checkpoint_chain,
         ]
 
     @activity.defn(name=ActivityName.ACQUIRE_LOCK)
@@ -156,3 +161,8 @@ class PipelineActivities:
     async def record_outcome(self, request: OutcomeInput) -> None:
         with step_failures():
             await self._pipeline.record_outcome(request.workflow_id, request.result)
+
+    @activity.defn(name=ActivityName.CHECKPOINT_CHAIN)
+    async def checkpoint_chain(self, request: CheckpointInput) -> None:
+        with step_failures():
+            await self._checkpoints.checkpoint(request.tenant_id)

@@ -186,6 +186,12 @@ class OutcomeInput(_Message):
     result: PipelineResult
 
 
+class CheckpointInput(_Message):
+    """Sign the tenant's audit-chain head into the WORM bucket (the end of every run)."""
+
+    tenant_id: UUID
+
+
 class ActivityName:
     """The registered names of the pipeline's activities (workflow and worker share them)."""
 
@@ -201,6 +207,7 @@ class ActivityName:
     PROMOTE_TO_SHADOW = "promote_to_shadow"
     DEAD_LETTER = "dead_letter"
     RECORD_OUTCOME = "record_pipeline_outcome"
+    CHECKPOINT_CHAIN = "checkpoint_audit_chain"
 
 
 class TrainInput(_Message):

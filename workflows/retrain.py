@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         ActivityName,
         AuditInput,
         AuditOutput,
+        CheckpointInput,
         DeadLetterInput,
         DeadLetterOutput,
         DriftInput,
@@ -65,6 +66,8 @@ with workflow.unsafe.imports_passed_through():
 MAX_ATTEMPTS = 5
 # Histories recorded before the pipeline started the shadow evaluation replay without it.
 START_EVALUATION_PATCH = "start-shadow-evaluation"
+# Histories recorded before every run ended with a signed checkpoint of the audit chain.
+CHECKPOINT_PATCH = "checkpoint-audit-chain"
 PIPELINE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -365,6 +368,27 @@ class RetrainingPipeline:
             start_to_close_timeout=SHORT_STEP,
             retry_policy=BOOKKEEPING_RETRY,
         )
+        if workflow.patched(CHECKPOINT_PATCH):
+            await self._checkpoint(result.tenant_id)
         self._step = "finished"
         self._result = result
         return result
+
+    async def _checkpoint(self, tenant: UUID) -> None:
+        """Sign the audit chain's head, outcome row included, into the WORM bucket. The outcome
+        is already recorded, so a checkpoint that cannot be written (a broken chain is refused
+        for good; S3 down past the bounded retries) is logged and leaves the result as it is:
+        the missing checkpoint is what ``rai db verify-chain`` and ``rai audit checkpoint``
+        then report and repair."""
+        self._step = "checkpointing the audit chain"
+        try:
+            await workflow.execute_activity(
+                ActivityName.CHECKPOINT_CHAIN,
+                CheckpointInput(tenant_id=tenant),
+                start_to_close_timeout=SHORT_STEP,
+                retry_policy=PIPELINE_RETRY,
+            )
+        except ActivityError as error:
+            workflow.logger.warning(
+                "no audit-chain checkpoint for tenant %s: %s", tenant, failure_message(error)
+            )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
@@ -14,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from domain.pipeline import PipelineOutcome
 from domain.promotion import EvaluationResult, shadow_evaluation_workflow_id
 from domain.trust import TrustedKeys
+from services.checkpoints import CheckpointService
 from services.verify import ProvenanceVerifier
 from starter import PipelineAlreadyRunning, start_pipeline
 from tests.e2e.support import worker_settings
@@ -71,6 +73,7 @@ async def test_drifted_tenant_ends_with_a_verified_shadow_model(
     assert [r["status"] for r in runs] == ["SUCCEEDED"]
     assert outcome == "SUCCEEDED_SHADOW"
     assert secrets.compare_digest(result.artifact_sha256 or "", checks[1].detail.split()[0])
+    await assert_checkpointed_through_outcome(env, tenant)
 
 
 async def test_training_that_always_fails_is_dead_lettered_after_five_attempts(
@@ -96,8 +99,30 @@ async def test_training_that_always_fails_is_dead_lettered_after_five_attempts(
     assert [(r["queue"], r["attempts"]) for r in letters] == [("training-queue-failed", 5)]
     assert "training job" in letters[0]["error"]
     assert [r["status"] for r in runs] == ["FAILED"]
+    await assert_checkpointed_through_outcome(env, tenant)
     # the tenant lock was released: the next start is not SKIPPED_LOCKED
     healthy = settings.model_copy(update={"training_extra_seconds": 0.0})
     async with running_workers(healthy, client=temporal.client):
         again = await (await start_pipeline(temporal.client, healthy, tenant)).handle.result()
     assert again.outcome is PipelineOutcome.SUCCEEDED_SHADOW
+
+
+async def assert_checkpointed_through_outcome(env: ServicesEnv, tenant: UUID) -> None:
+    """The run ended with a signed checkpoint in the WORM bucket that covers its outcome row
+    (issue 12: one at the end of every pipeline run), and the chain holds against it."""
+    async with env.db.transaction(tenant) as conn:
+        outcome_seq = await conn.fetchval(
+            "SELECT max(seq) FROM integrity_checks WHERE check_type = 'pipeline.outcome'"
+        )
+    assessment = await CheckpointService(
+        env.db,
+        env.store,
+        TrustedKeys.of(env.platform.public_key),
+        bucket=env.settings.s3_datasets_bucket,
+        retention_days=1,
+    ).assess(tenant)
+    holding = assessment.newest_holding
+    assert assessment.ok, assessment.findings
+    assert holding is not None
+    assert holding.checkpoint is not None
+    assert holding.checkpoint.size >= outcome_seq

@@ -22,6 +22,7 @@ from domain.pipeline import (
     ActivityName,
     AuditInput,
     AuditOutput,
+    CheckpointInput,
     DeadLetterInput,
     DeadLetterOutput,
     DriftInput,
@@ -70,11 +71,13 @@ class World:
     training_fails: bool = False
     train_waits_for_cancel: bool = False
     promote_refuses: bool = False
+    checkpoint_refuses: bool = False
     rollback_at: datetime | None = None
     calls: list[str] = field(default_factory=list)
     train_attempt_times: list[datetime] = field(default_factory=list)
     dead_letters: list[DeadLetterInput] = field(default_factory=list)
     outcomes: list[PipelineResult] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
     released: list[LeaseInfo] = field(default_factory=list)
     training_started: asyncio.Event = field(default_factory=asyncio.Event)
     checked_at: list[datetime] = field(default_factory=list)
@@ -176,6 +179,18 @@ class World:
     async def record(self, request: OutcomeInput) -> None:
         self.outcomes.append(request.result)
 
+    @activity.defn(name=ActivityName.CHECKPOINT_CHAIN)
+    async def checkpoint(self, request: CheckpointInput) -> None:
+        # What it checkpoints: the chain as it stands after the outcome was recorded.
+        self.checkpoints.append(f"after {len(self.outcomes)} outcome(s)")
+        if self.checkpoint_refuses:
+            raise ApplicationError(
+                "the audit chain is broken, no checkpoint written",
+                activity.info().attempt,
+                type="GovernanceRefusal",
+                non_retryable=True,
+            )
+
     def activities(self) -> list[Callable[..., Any]]:
         return [
             self.acquire,
@@ -190,6 +205,7 @@ class World:
             self.promote,
             self.dead_letter,
             self.record,
+            self.checkpoint,
         ]
 
 
@@ -258,6 +274,7 @@ async def test_happy_path_ends_in_shadow(env: WorkflowEnvironment) -> None:
     ]
     assert len(world.released) == 1
     assert world.outcomes == [result]
+    assert world.checkpoints == ["after 1 outcome(s)"]
 
 
 async def test_training_that_always_fails_is_dead_lettered_after_five_attempts(
@@ -307,6 +324,16 @@ async def test_a_held_lock_skips_the_run(env: WorkflowEnvironment) -> None:
     assert world.calls == ["acquire"]
     assert world.released == []
     assert world.outcomes == [result]
+    assert world.checkpoints == ["after 1 outcome(s)"]  # every run ends with a checkpoint
+
+
+async def test_a_refused_checkpoint_leaves_the_recorded_outcome(env: WorkflowEnvironment) -> None:
+    world = World(checkpoint_refuses=True)
+    result = await run_pipeline(env, world)  # also: progress says "finished"
+    assert result.outcome is PipelineOutcome.SUCCEEDED_SHADOW
+    assert world.outcomes == [result]
+    assert world.checkpoints == ["after 1 outcome(s)"]  # refused for good: not retried
+    assert world.dead_letters == []
 
 
 @pytest.mark.parametrize(
