@@ -1,6 +1,8 @@
 # The two commands of the README. Both set themselves up first (scripts/bootstrap.sh).
 SHELL := /bin/bash
 VENV := .venv
+# pytest processes for `make test` (pytest-xdist); each starts its own servers (see README).
+TEST_WORKERS ?= auto
 
 .PHONY: demo test bootstrap
 
@@ -14,4 +16,4 @@ test: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest --durations=15
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
