@@ -1,0 +1,108 @@
+"""``python -m tests.acceptance [--only NAME...] [--load-seconds N] [--out DIR]``: start the
+stack, run the scenarios, write the report, stop everything; exit 1 if any scenario failed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from tests.acceptance.report import ScenarioResult, write_report
+from tests.acceptance.scenarios import rls
+from tests.acceptance.stack import Stack, running_stack
+
+Scenario = Callable[[Stack, dict[str, Any]], Awaitable[ScenarioResult]]
+
+# In the order they run; names are what --only takes.
+SCENARIOS: dict[str, Scenario] = {
+    rls.NAME: rls.run,
+}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.acceptance", description=__doc__)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="run only these scenarios: " + ", ".join(SCENARIOS),
+    )
+    parser.add_argument("--load-seconds", type=int, default=600, help="load scenario duration")
+    parser.add_argument("--tenants", type=int, default=20, help="tenants of the parallel race")
+    parser.add_argument("--out", type=Path, default=Path("."), help="where the report goes")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.only or [] if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    if args.load_seconds <= 0 or args.tenants <= 0:
+        parser.error("--load-seconds and --tenants must be positive")
+    return args
+
+
+async def run_battery(args: argparse.Namespace) -> list[ScenarioResult]:
+    chosen = args.only or list(SCENARIOS)
+    options = {"load_seconds": args.load_seconds, "tenants": args.tenants}
+    root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="rai-acceptance-"))
+    await asyncio.to_thread(root.chmod, 0o711)
+    results = []
+    try:
+        async with running_stack(root) as stack:
+            for name in chosen:
+                print(f"acceptance: {name} ...", file=sys.stderr, flush=True)
+                started = time.monotonic()
+                try:
+                    result = await SCENARIOS[name](stack, options)
+                except Exception as exc:  # a crashed scenario is a failed one, the rest still run
+                    traceback.print_exc()
+                    result = ScenarioResult(
+                        name=name,
+                        passed=False,
+                        expected={},
+                        observed={},
+                        seconds=time.monotonic() - started,
+                        key_figure="crashed",
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                verdict = "PASS" if result.passed else "FAIL"
+                print(
+                    f"acceptance: {name} {verdict} ({result.key_figure}, {result.seconds:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                results.append(result)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING)
+    started = time.monotonic()
+    results = asyncio.run(run_battery(args))
+    options = {
+        "only": args.only or "all",
+        "load_seconds": args.load_seconds,
+        "tenants": args.tenants,
+        "total_seconds": round(time.monotonic() - started, 1),
+    }
+    write_report(results, args.out, options=options)
+    failed = [r.name for r in results if not r.passed]
+    print(
+        f"acceptance: {len(results) - len(failed)}/{len(results)} passed;"
+        f" report in {args.out / 'acceptance-report.md'}",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

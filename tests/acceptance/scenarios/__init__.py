@@ -1,0 +1,1 @@
+"""One module per scenario of issue 13; each exposes ``async def run(stack, options)``."""

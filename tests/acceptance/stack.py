@@ -1,0 +1,145 @@
+"""The real stack parts the battery runs against, started the way the tests start them
+(tests/conftest.py, tests/pg.py, tests/s3.py, tests/temporal.py) and stopped at the end: a
+Postgres server (the configured one if it answers, else a private cluster) with one migrated
+template, a private SeaweedFS, a private ``redis-server``, and its own Temporal dev server.
+
+Each scenario gets a :class:`World` of its own: a fresh database cloned from the template,
+its own buckets, task queues, Redis key prefix and state directory.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from pydantic import SecretStr
+from temporalio.testing import WorkflowEnvironment
+
+from adapters.objectstore import ObjectStore
+from adapters.storage_setup import init_storage
+from db.repository import Database
+from devstack.postgres import PrivatePostgres
+from devstack.redis import PrivateRedis
+from domain.signing import Signer
+from settings import Settings, app_dsn_for, with_database
+from tests.integration.services_env import ServicesEnv
+from tests.pg import cloned_database, create_template, drop_database, shared_tempdir
+from tests.s3 import private_s3
+from tests.temporal import dev_server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _reachable(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(with_database(dsn, "postgres"), timeout=3)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
+@dataclass
+class Stack:
+    """The running parts shared by every scenario of one battery run."""
+
+    pg_server_dsn: str
+    template: str
+    s3: Settings
+    temporal: WorkflowEnvironment
+    redis: PrivateRedis
+    redis_url: str
+    root: Path
+
+    @asynccontextmanager
+    async def world(self, name: str) -> AsyncIterator[World]:
+        """A fresh database, buckets, queues and key prefix for one scenario."""
+        state = self.root / f"{name}-{secrets.token_hex(3)}"
+        state.mkdir(parents=True)
+        suffix = secrets.token_hex(4)
+        s3 = self.s3.model_copy(
+            update={"s3_registry_bucket": f"reg-{suffix}", "s3_datasets_bucket": f"data-{suffix}"}
+        )
+        async with AsyncExitStack() as stack:
+            admin_dsn = await stack.enter_async_context(
+                cloned_database(self.pg_server_dsn, self.template)
+            )
+            db = await Database.connect(app_dsn_for(admin_dsn), max_size=4)
+            stack.push_async_callback(db.close)
+            store = await stack.enter_async_context(ObjectStore.from_settings(s3))
+            await init_storage(store, s3)
+            env = ServicesEnv(db, store, s3, Signer.generate(), admin_dsn)
+            yield World(self, env, admin_dsn, state, self.settings_for(env, admin_dsn, state))
+
+    def settings_for(self, env: ServicesEnv, admin_dsn: str, state: Path) -> Settings:
+        s3 = env.settings
+        assert s3.s3_secret_key is not None
+        return Settings(
+            database_url=admin_dsn,
+            app_database_url=app_dsn_for(admin_dsn),
+            s3_endpoint_url=s3.s3_endpoint_url,
+            s3_region=s3.s3_region,
+            s3_access_key=s3.s3_access_key,
+            s3_secret_key=SecretStr(s3.s3_secret_key.get_secret_value()),
+            s3_registry_bucket=s3.s3_registry_bucket,
+            s3_datasets_bucket=s3.s3_datasets_bucket,
+            state_dir=state,
+            platform_signing_key=SecretStr(env.platform.seed_hex()),
+            temporal_address=self.temporal.client.service_client.config.target_host,
+            redis_url=self.redis_url,
+            redis_key_prefix=f"rai-acceptance:{uuid.uuid4()}:",
+            training_task_queue=f"training-{uuid.uuid4()}",
+            drift_task_queue=f"drift-{uuid.uuid4()}",
+        )
+
+
+@dataclass
+class World:
+    """One scenario's own corner of the stack."""
+
+    stack: Stack
+    env: ServicesEnv
+    admin_dsn: str
+    state: Path
+    settings: Settings
+
+    async def admin(self) -> asyncpg.Connection:
+        """An administrative connection to the scenario's database (counts bypass RLS)."""
+        conn: asyncpg.Connection = await asyncpg.connect(self.admin_dsn)
+        await conn.execute("SET search_path = rai")
+        return conn
+
+
+@asynccontextmanager
+async def running_stack(root: Path) -> AsyncIterator[Stack]:
+    """Start every part; stop everything started, in reverse order, on exit."""
+    async with AsyncExitStack() as stack:
+        configured = Settings().database_url
+        if await _reachable(configured):
+            server_dsn = configured
+        else:
+            state = stack.enter_context(shared_tempdir())
+            postgres = PrivatePostgres(state)
+            server_dsn = await postgres.start()
+            stack.push_async_callback(postgres.stop)
+        template = await create_template(server_dsn)
+        stack.push_async_callback(drop_database, server_dsn, template)
+        s3 = await stack.enter_async_context(private_s3())
+        redis = PrivateRedis(
+            root / "redis", port=free_port(), database=0, start_timeout=30, stop_grace=3
+        )
+        record = await redis.ensure_running()
+        stack.push_async_callback(redis.stop)
+        temporal = await stack.enter_async_context(dev_server())
+        yield Stack(server_dsn, template, s3, temporal, redis, redis.url(record), root)
