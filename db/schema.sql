@@ -249,6 +249,15 @@ CREATE TABLE rai.dead_letters (
 CREATE INDEX dead_letters_unresolved ON rai.dead_letters (tenant_id, created_at)
     WHERE resolved_at IS NULL;
 
+-- Per-tenant locks (rai.lock_tenant, triggers.sql): rows only the tenant's own transactions
+-- can see, create and lock, unlike advisory locks, whose keys anyone can take.
+CREATE TABLE rai.tenant_locks (
+    tenant_id  uuid NOT NULL REFERENCES rai.tenants (id),
+    lock_name  text NOT NULL CONSTRAINT tenant_locks_lock_name_not_blank
+                   CHECK (btrim(lock_name) <> ''),
+    PRIMARY KEY (tenant_id, lock_name)
+);
+
 -- Privileges. rai_app gets DML on what it needs and nothing else: no TRUNCATE, no DDL, no
 -- write on the status history (only the trigger writes it) or the FSM table. What rai_app may
 -- technically do is further narrowed by the triggers, which bind the owner as well.
@@ -269,6 +278,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON rai.drift_reports TO rai_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON rai.bias_audits TO rai_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON rai.integrity_checks TO rai_app;
 GRANT SELECT, INSERT, UPDATE ON rai.dead_letters TO rai_app;
+GRANT SELECT, INSERT, UPDATE ON rai.tenant_locks TO rai_app;
 
 -- Row-level security (M14): ENABLE and FORCE on every tenant table, so the owner is bound
 -- too; one policy per command. (SELECT rai.current_tenant_id()) is evaluated once per query.
@@ -287,7 +297,8 @@ BEGIN
         ('drift_reports', 'tenant_id'),
         ('bias_audits', 'tenant_id'),
         ('integrity_checks', 'tenant_id'),
-        ('dead_letters', 'tenant_id')
+        ('dead_letters', 'tenant_id'),
+        ('tenant_locks', 'tenant_id')
     LOOP
         EXECUTE format('ALTER TABLE rai.%I ENABLE ROW LEVEL SECURITY', tenant_table);
         EXECUTE format('ALTER TABLE rai.%I FORCE ROW LEVEL SECURITY', tenant_table);

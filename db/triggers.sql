@@ -263,7 +263,24 @@ $$;
 GRANT EXECUTE ON FUNCTION
     rai.integrity_row_hash(text, uuid, bigint, text, text, text, jsonb, timestamptz) TO rai_app;
 
--- Appends link to the tenant's previous row. A per-tenant advisory lock serialises appends, so
+-- Take the transaction-long lock lock_name of tenant_id (released at commit or rollback).
+-- Not SECURITY DEFINER: it runs as the caller, so acting for another tenant it is refused by
+-- the insert policy (42501) instead of taking anything.
+CREATE FUNCTION rai.lock_tenant(tenant_id uuid, lock_name text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+BEGIN
+    INSERT INTO rai.tenant_locks AS l (tenant_id, lock_name)
+        VALUES (lock_tenant.tenant_id, lock_tenant.lock_name)
+        ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM rai.tenant_locks AS l
+      WHERE l.tenant_id = lock_tenant.tenant_id AND l.lock_name = lock_tenant.lock_name
+        FOR UPDATE;
+END;
+$$;
+
+-- Appends link to the tenant's previous row. A per-tenant lock (rai.lock_tenant) serialises appends, so
 -- the chain never forks; the unique (tenant_id, seq) backs it up under any isolation level.
 CREATE FUNCTION rai.chain_integrity_check() RETURNS trigger
     LANGUAGE plpgsql
@@ -273,7 +290,7 @@ DECLARE
     last_seq bigint;
     last_hash text;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended('rai.integrity_checks:' || NEW.tenant_id::text, 0));
+    PERFORM rai.lock_tenant(NEW.tenant_id, 'integrity_checks');
     SELECT c.seq, c.row_hash INTO last_seq, last_hash
       FROM rai.integrity_checks AS c
      WHERE c.tenant_id = NEW.tenant_id
@@ -349,7 +366,7 @@ CREATE TRIGGER validate_training_run_transition BEFORE UPDATE ON rai.training_ru
     FOR EACH ROW EXECUTE FUNCTION rai.validate_training_run_transition();
 
 -- Fencing: a run is recorded only with a fencing token newer than every run of its
--- tenant before it. A per-tenant advisory lock serialises the check with concurrent inserts.
+-- tenant before it. A per-tenant lock (rai.lock_tenant) serialises the check with concurrent inserts.
 CREATE FUNCTION rai.enforce_fencing_token() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
@@ -360,7 +377,7 @@ BEGIN
     IF NEW.fencing_token IS NULL THEN
         RETURN NEW;
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtextextended('rai.training_runs:' || NEW.tenant_id::text, 0));
+    PERFORM rai.lock_tenant(NEW.tenant_id, 'training_runs');
     SELECT max(r.fencing_token) INTO newest FROM rai.training_runs AS r
      WHERE r.tenant_id = NEW.tenant_id;
     IF newest IS NOT NULL AND NEW.fencing_token <= newest THEN
@@ -469,3 +486,4 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rai FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION rai.current_tenant_id() TO rai_app;
 GRANT EXECUTE ON FUNCTION
     rai.integrity_row_hash(text, uuid, bigint, text, text, text, jsonb, timestamptz) TO rai_app;
+GRANT EXECUTE ON FUNCTION rai.lock_tenant(uuid, text) TO rai_app;

@@ -7,9 +7,10 @@ the baseline's error when there is no champion (definitions in ``domain/promotio
 previous PRODUCTION -> ARCHIVED first; ``reject_challenger`` SHADOW or CANARY -> REJECTED. Each
 runs in one transaction with its decision (and, for an approval, who approved and why)
 appended to the tenant's audit chain and its reason in the status history, and each is
-idempotent (a retried activity finds its work done). They hold a per-(tenant, model) advisory
-lock, so two evaluations of one model conclude one after the other, and refuse to act when the
-champion is no longer the one the evaluation compared against (the caller re-evaluates).
+idempotent (a retried activity finds its work done). They hold a per-(tenant, model) lock
+(``rai.lock_tenant``, which no other tenant can take), so two evaluations of one model conclude
+one after the other, and refuse to act when the champion is no longer the one the evaluation
+compared against (the caller re-evaluates).
 """
 
 from __future__ import annotations
@@ -355,8 +356,9 @@ async def _lock_model(
     if name is None:
         raise NotFoundError(f"model version {model_version_id} not found")
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        f"rai.model_promotion:{tenant_id}:{name}",
+        "SELECT rai.lock_tenant($1, $2)",
+        tenant_id,
+        f"model_promotion:{name}",
     )
     row = await conn.fetchrow(
         "SELECT * FROM model_versions WHERE id = $1 FOR UPDATE", model_version_id

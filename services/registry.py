@@ -134,8 +134,9 @@ class ModelRegistryService:
             await require_platform_key(conn, self._platform)
             # Version numbers of one model are handed out one at a time.
             await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                f"rai.model_versions:{tenant_id}:{request.model_name}",
+                "SELECT rai.lock_tenant($1, $2)",
+                tenant_id,
+                f"model_versions:{request.model_name}",
             )
             parent = await conn.fetchrow(
                 "SELECT id, version, lineage_hash FROM model_versions WHERE model_name = $1"

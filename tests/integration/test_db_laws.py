@@ -43,6 +43,7 @@ TENANT_TABLES = (
     "bias_audits",
     "integrity_checks",
     "dead_letters",
+    "tenant_locks",
 )
 
 

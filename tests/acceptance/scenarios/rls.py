@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from db.integrity import record_check
 from db.repository import Database
 from settings import app_dsn_for
 from tests.acceptance.report import ScenarioResult
@@ -304,19 +305,16 @@ async def planner_statistics(conn: asyncpg.Connection, t: Targets) -> str:
     return _nothing(n, "pg_stats rows (most common values) of an RLS table")
 
 
-async def advisory_lock_on_b_chain(conn: asyncpg.Connection, t: Targets) -> str:
-    """Hold B's audit-chain advisory lock: can A block B's appends?"""
+async def take_b_tenant_lock(conn: asyncpg.Connection, t: Targets) -> str:
     await _as(conn, str(t.a))
-    got = await conn.fetchval(
-        "SELECT pg_try_advisory_lock(hashtextextended('rai.integrity_checks:' || $1, 0))", str(t.b)
-    )
-    if got:
-        await conn.execute(
-            "SELECT pg_advisory_unlock(hashtextextended('rai.integrity_checks:' || $1, 0))",
-            str(t.b),
-        )
-        raise Leak("A held B's audit-chain lock (B's appends would wait)")
-    return "lock not granted"
+    await conn.execute("SELECT rai.lock_tenant($1, 'integrity_checks')", t.b)
+    raise Leak("A took B's audit-chain lock")
+
+
+async def lock_b_lock_rows(conn: asyncpg.Connection, t: Targets) -> str:
+    await _as(conn, str(t.a))
+    rows = await conn.fetch("SELECT * FROM tenant_locks WHERE tenant_id = $1 FOR UPDATE", t.b)
+    return _nothing(len(rows), "of B's lock rows locked")
 
 
 async def truncate_table(conn: asyncpg.Connection, t: Targets) -> str:
@@ -429,7 +427,8 @@ SQL_ATTACKS: tuple[tuple[str, str, Attack], ...] = (
     ("large objects", "lo_import a server file", large_object_import),
     ("large objects", "read others' large objects", large_objects_of_others),
     ("catalog", "pg_stats most common values", planner_statistics),
-    ("advisory locks", "hold B's audit-chain lock", advisory_lock_on_b_chain),
+    ("locks", "take B's audit-chain lock (rai.lock_tenant)", take_b_tenant_lock),
+    ("locks", "SELECT B's lock rows FOR UPDATE", lock_b_lock_rows),
     ("ddl", "TRUNCATE", truncate_table),
     ("ddl", "DISABLE ROW LEVEL SECURITY", disable_rls),
     ("ddl", "NO FORCE ROW LEVEL SECURITY", no_force_rls),
@@ -506,6 +505,32 @@ async def listen_while_b_writes(world: World, targets: Targets) -> dict[str, Any
     return {"outcome": "returned nothing", "sqlstate": "", "observed": "0 notifications heard"}
 
 
+async def advisory_keys_stall_b(world: World, targets: Targets) -> dict[str, Any]:
+    """A holds, session-wide, the advisory keys that once serialised B's audit appends and
+    training runs; B appends to its chain meanwhile, with a 3 s lock timeout."""
+    attacker = await asyncpg.connect(app_dsn_for(world.admin_dsn))
+    try:
+        for domain in ("integrity_checks", "training_runs"):
+            await attacker.execute(
+                "SELECT pg_advisory_lock(hashtextextended($1 || $2, 0))",
+                f"rai.{domain}:",
+                str(targets.b),
+            )
+        try:
+            async with world.env.db.transaction(targets.b) as conn:
+                await conn.execute("SET LOCAL lock_timeout = 3000")
+                await record_check(conn, targets.b, "acceptance.rls", "probe", "OK", {})
+        except asyncpg.LockNotAvailableError:
+            return {"outcome": "SUCCEEDED", "sqlstate": "", "observed": "B's append stalled"}
+    finally:
+        await attacker.close()
+    return {
+        "outcome": "returned nothing",
+        "sqlstate": "",
+        "observed": "B appended while A held the advisory keys",
+    }
+
+
 async def fingerprint(world: World, tenant: UUID) -> dict[str, str]:
     """md5 over every row of ``tenant`` in every tenant table, as the administrator."""
     conn = await world.admin()
@@ -543,8 +568,18 @@ async def run(stack: Stack, options: dict[str, Any]) -> ScenarioResult:
             await admin.close()
         assert b_event is not None
         targets = Targets(a, b, b_event["id"], b_event["key_id"], a_event)
-        before = await fingerprint(world, b)
         details = []
+        # First, as it makes B append to its own chain: B's writers are not stalled by A.
+        stalled = await advisory_keys_stall_b(world, targets)
+        details.append(
+            {
+                "via": "sql",
+                "category": "locks",
+                "attack": "hold B's former advisory keys",
+                **stalled,
+            }
+        )
+        before = await fingerprint(world, b)
         conn = await asyncpg.connect(
             app_dsn_for(world.admin_dsn), server_settings={"search_path": "rai"}
         )
