@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import UUID
 
@@ -21,6 +21,7 @@ import asyncpg
 from fastapi import FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from adapters.metrics import CONTENT_TYPE, DatabaseState, Metrics, process_exposition
 from api.models import (
     CallbackAnswer,
     ErrorDetail,
@@ -59,6 +60,9 @@ class ApiDependencies:
     db: Database
     callbacks: CallbackHandler
     events: LearningEventService
+    metrics: Metrics = field(default_factory=Metrics)
+    # The database-held gauges (open dead letters, cooldowns); None: not exported.
+    state: DatabaseState | None = None
 
 
 def refusal_status(exc: Exception) -> int:
@@ -117,6 +121,14 @@ def create_app(deps: ApiDependencies) -> FastAPI:
                 f"database unreachable: {type(exc).__name__}: {exc}",
             ) from exc
         return Health()
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus' text format: ingest and the other metrics of this process (of every API
+        process in prometheus-client's multiprocess mode), and the database-held gauges."""
+        if deps.state is not None:
+            await deps.state.refresh()
+        return Response(process_exposition(deps.metrics, deps.state), media_type=CONTENT_TYPE)
 
     @app.post(
         "/v1/tenants/{tenant_id}/events",

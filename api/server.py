@@ -24,6 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from adapters.metrics import DatabaseState, Metrics
 from api.app import ApiDependencies, create_app
 from db.repository import Database, UnsafeDatabaseRoleError
 from services.callbacks import CallbackHandler
@@ -82,10 +83,13 @@ async def api_dependencies(
                 client = await connect_temporal(settings)
             except TemporalUnavailable as exc:
                 raise ApiDependencyUnavailable(str(exc)) from exc
+        metrics = Metrics()
         yield ApiDependencies(
             db=db,
             callbacks=CallbackHandler(db, TemporalSignaller(client)),
-            events=LearningEventService(db),
+            events=LearningEventService(db, metrics=metrics),
+            metrics=metrics,
+            state=DatabaseState(settings.resolved_metrics_database_url()),
         )
 
 

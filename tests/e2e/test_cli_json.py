@@ -548,7 +548,10 @@ async def test_worker_polls_only_the_chosen_queue(
         line = await asyncio.wait_for(process.stdout.readline(), COMMAND_TIMEOUT)
         address = world.settings.temporal_address
         expected = " and ".join(queues[name] for name in polls)
-        assert line.decode() == f"rai worker: polling {expected} at {address}\n"
+        polling, metrics_url = line.decode().rstrip("\n").split("; metrics at ")
+        assert polling == f"rai worker: polling {expected} at {address}"
+        assert metrics_url.startswith("http://127.0.0.1:")
+        assert metrics_url.endswith("/metrics")
         process.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
     finally:
