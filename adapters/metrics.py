@@ -240,6 +240,10 @@ class DatabaseSnapshot:
     oldest_running_seconds: dict[str, float] = field(default_factory=dict)
 
 
+class PartialViewError(Exception):
+    """The metrics login sees only some tenants' rows."""
+
+
 class DatabaseState(Collector):
     """Gauges read from the database at scrape time (cached for ``max_age`` seconds).
 
@@ -266,7 +270,13 @@ class DatabaseState(Collector):
             try:
                 async with asyncio.timeout(self._timeout):
                     self._snapshot = await self._read()
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                PartialViewError,
+            ) as exc:
                 log.warning("metrics: cannot read the database: %s: %s", type(exc).__name__, exc)
                 self._snapshot = None
             self._read_at = time.monotonic()
@@ -275,6 +285,14 @@ class DatabaseState(Collector):
         conn = await asyncpg.connect(self._dsn)
         try:
             async with conn.transaction(readonly=True):
+                sees_all = await conn.fetchval(
+                    "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+                )
+                if not sees_all:  # row-level security would show it zeros, not totals
+                    raise PartialViewError(
+                        "the metrics login is neither a superuser nor BYPASSRLS; set"
+                        " RAI_METRICS_DATABASE_URL to one that is"
+                    )
                 now: datetime = await conn.fetchval("SELECT now()")
                 tenants = await conn.fetch(
                     "SELECT t.id::text AS id, t.name, max(h.changed_at) AS last_rollback"

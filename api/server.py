@@ -25,10 +25,13 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from adapters.metrics import DatabaseState, Metrics
+from adapters.objectstore import ObjectStore
 from api.app import ApiDependencies, create_app
 from db.repository import Database, UnsafeDatabaseRoleError
 from services.callbacks import CallbackHandler
+from services.drift_reports import DriftReportReader
 from services.events import LearningEventService
+from services.trust import TrustConfigError, trusted_platform_keys
 from settings import Settings, redacted_dsn
 from starter import TemporalSignaller, TemporalUnavailable, connect_temporal
 
@@ -84,12 +87,21 @@ async def api_dependencies(
             except TemporalUnavailable as exc:
                 raise ApiDependencyUnavailable(str(exc)) from exc
         metrics = Metrics()
+        store = await stack.enter_async_context(ObjectStore.from_settings(settings))
+        try:
+            reports: DriftReportReader | None = DriftReportReader(
+                db, store, trusted_platform_keys(settings)
+            )
+        except TrustConfigError as exc:
+            log.warning("drift report pages are off: %s", exc)
+            reports = None
         yield ApiDependencies(
             db=db,
             callbacks=CallbackHandler(db, TemporalSignaller(client)),
             events=LearningEventService(db, metrics=metrics),
             metrics=metrics,
             state=DatabaseState(settings.resolved_metrics_database_url()),
+            drift_reports=reports,
         )
 
 

@@ -267,6 +267,15 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     ]
     verified = await run("verify", "model", model, "--tenant", str(tenant))
     assert verified["verified"] is True
+    report_id = started["result"]["drift_report_id"]
+    page = world.state / "drift-report.html"
+    drift_report = await run(
+        "drift", "report", report_id, "--tenant", str(tenant), "--html", str(page)
+    )
+    assert (drift_report["report_id"], drift_report["verdict"]) == (report_id, "DRIFT")
+    assert (drift_report["signature_ok"], drift_report["html"]) == (True, str(page))
+    assert drift_report["features"]["ndvi"]["verdict"] == "DRIFT"
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert all(check["ok"] for check in verified["checks"])
     versions = await run("model", "list", "--tenant", str(tenant))
     assert [(v["id"], v["status"]) for v in versions["model_versions"]] == [(model, "SHADOW")]
@@ -435,6 +444,7 @@ async def test_not_found_exits_3(world: World) -> None:
         ("model", "approve", "--model-version", unknown, "--reason", "no such evaluation"),
         ("keys", "platform", "register", "--tenant", unknown),
         ("verify", "model", unknown, "--tenant", tenant),
+        ("drift", "report", unknown, "--tenant", tenant, "--html", str(nowhere)),
         ("provenance", "export", unknown, "--tenant", tenant, "--out", str(nowhere)),
         ("provenance", "verify", str(world.state / f"{unknown}.json"), "--trusted-key", key),
         ("model", "download", unknown, "--tenant", tenant, "--out", str(nowhere)),
@@ -485,6 +495,7 @@ async def test_an_unreachable_service_exits_4(world: World) -> None:
         ("model", "download", str(uuid4()), "--tenant", tenant, "--out", out),
         ("provenance", "export", str(uuid4()), "--tenant", tenant, "--out", out),
         ("audit", "checkpoint", "--tenant", tenant),
+        ("drift", "report", str(uuid4()), "--tenant", tenant, "--html", out),
     ):
         message = await refused(no_postgres, 4, *argv)
         assert message.startswith(f"cannot connect to postgresql://rai_app@127.0.0.1:{port}/rai: ")
