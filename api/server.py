@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from adapters.metrics import DatabaseState, Metrics
-from adapters.objectstore import ObjectStore
+from adapters.objectstore import ObjectStore, ObjectStoreConfigError
 from api.app import ApiDependencies, create_app
 from db.repository import Database, UnsafeDatabaseRoleError
 from services.callbacks import CallbackHandler
@@ -87,14 +87,14 @@ async def api_dependencies(
             except TemporalUnavailable as exc:
                 raise ApiDependencyUnavailable(str(exc)) from exc
         metrics = Metrics()
-        store = await stack.enter_async_context(ObjectStore.from_settings(settings))
+        # Drift report pages need S3 and a pinned platform key; the rest of the API does not.
+        reports: DriftReportReader | None = None
         try:
-            reports: DriftReportReader | None = DriftReportReader(
-                db, store, trusted_platform_keys(settings)
-            )
-        except TrustConfigError as exc:
+            trusted = trusted_platform_keys(settings)
+            store = await stack.enter_async_context(ObjectStore.from_settings(settings))
+            reports = DriftReportReader(db, store, trusted)
+        except (TrustConfigError, ObjectStoreConfigError) as exc:
             log.warning("drift report pages are off: %s", exc)
-            reports = None
         yield ApiDependencies(
             db=db,
             callbacks=CallbackHandler(db, TemporalSignaller(client)),

@@ -99,6 +99,11 @@ OVERVIEW: Final = (
         (("{{verdict}}", f"sum by (verdict) (rai_drift_verdicts_total{{{T}}})"),),
     ),
     Panel(
+        "Training runs entering each phase",
+        "timeseries",
+        (("{{phase}}", f"sum by (phase) (rai_training_job_phases_total{{{T}}})"),),
+    ),
+    Panel(
         "Cooldowns active",
         "stat",
         (("tenants", f"sum(max by (tenant) (rai_retrain_cooldown_active{{{T}}}))"),),
@@ -235,6 +240,18 @@ TENANTS: Final = (
         "Top tenants: pipeline lease hold time",
         "bargauge",
         (("{{tenant}}", "topk(10, sum by (tenant) (rai_lease_hold_duration_seconds_sum))"),),
+        unit="s",
+    ),
+    Panel(
+        "Top tenants: pipeline lease wait (p95)",
+        "bargauge",
+        (
+            (
+                "{{tenant}}",
+                "topk(10, histogram_quantile(0.95, sum by (le, tenant) "
+                "(rate(rai_lease_acquire_duration_seconds_bucket[$__rate_interval]))))",
+            ),
+        ),
         unit="s",
     ),
     Panel(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import httpx
 import numpy as np
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -563,6 +564,14 @@ async def test_worker_polls_only_the_chosen_queue(
         assert polling == f"rai worker: polling {expected} at {address}"
         assert metrics_url.startswith("http://127.0.0.1:")
         assert metrics_url.endswith("/metrics")
+        async with httpx.AsyncClient(timeout=30) as http:
+            scraped = await http.get(metrics_url)
+        assert scraped.status_code == 200
+        assert_seed_metrics(scraped.text)
+        assert "rai_temporal_sdk_metrics_up 1.0" in scraped.text or (
+            "rai_temporal_sdk_metrics_up 1\n" in scraped.text
+        )
+        assert "\ntemporal_" in scraped.text  # the Temporal SDK's own
         process.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
     finally:
@@ -571,6 +580,44 @@ async def test_worker_polls_only_the_chosen_queue(
             await process.wait()
     assert process.returncode == 0, err.decode()
     assert out.decode() == "rai worker: stopped\n"
+
+
+SEED_METRICS = {
+    "rai_drift_psi_value": "gauge",
+    "rai_training_duration_seconds": "histogram",
+    "rai_pipeline_status_total": "counter",
+    "rai_retrain_cooldown_active": "gauge",
+}
+
+
+def assert_seed_metrics(text: str) -> None:
+    """The seed's four metrics with their names and types, as a scrape sees them."""
+    for name, kind in SEED_METRICS.items():
+        assert f"# TYPE {name} {kind}\n" in text, name
+    assert "rai_metrics_database_up 1.0\n" in text
+
+
+async def test_the_api_serves_the_seed_metrics(world: World) -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(RAI), "api", "--port", "0", env=world.env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), COMMAND_TIMEOUT)).decode()
+        url = line.removeprefix("rai api: serving ").split(" ")[0]
+        async with httpx.AsyncClient(timeout=30) as http:
+            scraped = await http.get(f"{url}/metrics")
+        assert scraped.status_code == 200
+        assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert_seed_metrics(scraped.text)
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
 
 
 def free_ports(count: int) -> list[int]:
