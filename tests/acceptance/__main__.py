@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.acceptance.report import ScenarioResult, write_report
-from tests.acceptance.scenarios import rls
+from tests.acceptance.scenarios import races, rls
 from tests.acceptance.stack import Stack, running_stack
 
 Scenario = Callable[[Stack, dict[str, Any]], Awaitable[ScenarioResult]]
@@ -24,6 +24,7 @@ Scenario = Callable[[Stack, dict[str, Any]], Awaitable[ScenarioResult]]
 # In the order they run; names are what --only takes.
 SCENARIOS: dict[str, Scenario] = {
     rls.NAME: rls.run,
+    races.NAME: races.run,
 }
 
 

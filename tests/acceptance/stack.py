@@ -9,6 +9,7 @@ its own buckets, task queues, Redis key prefix and state directory.
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import uuid
@@ -143,3 +144,15 @@ async def running_stack(root: Path) -> AsyncIterator[Stack]:
         stack.push_async_callback(redis.stop)
         temporal = await stack.enter_async_context(dev_server())
         yield Stack(server_dsn, template, s3, temporal, redis, redis.url(record), root)
+
+
+def process_environment(settings: Settings) -> dict[str, str]:
+    """``settings`` as the RAI_* environment of a ``rai`` subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAI_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"RAI_{name.upper()}"] = str(value)
+    return env

@@ -1,0 +1,276 @@
+"""Scenario 5, races (M25).
+
+1. 50 concurrent starts for one tenant: ``rai pipeline start`` subprocesses, the starter API
+   (``starter.start_pipeline``) and the tenant's Temporal schedule triggered, all at once ->
+   exactly one training run, one model version, one SUCCEEDED_SHADOW among the workflows.
+2. N tenants (``--tenants``) started in parallel with no extra training time -> N independent
+   runs, each tenant with exactly its own one training run and model version. Reported:
+   pipelines per minute, and p50/p95 of the control-plane overhead of one pipeline: its
+   workflow's wall time (Temporal's start and close times) minus the trainer's own time (the
+   training run's RUNNING -> finished interval recorded in Postgres).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from domain.pipeline import PipelineResult
+from domain.schedules import schedule_id
+from settings import Settings
+from starter import PipelineAlreadyRunning, Started, create_retrain_schedule, start_pipeline
+from tests.acceptance.report import ScenarioResult
+from tests.acceptance.stack import Stack, World, process_environment
+from worker import running_workers
+
+NAME = "5-races"
+CLI_STARTS = 10
+SCHEDULE_TRIGGERS = 5
+API_STARTS = 50 - CLI_STARTS - SCHEDULE_TRIGGERS
+
+
+async def seed_drifted(world: World, tenant: UUID) -> None:
+    await world.env.seed_events(tenant, "2025", 1100, seed=1)
+    await world.env.seed_events(tenant, "2026", 1100, shift=0.15, seed=2)
+
+
+async def cli_start(settings: Settings, tenant: UUID) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli.main",
+        "pipeline",
+        "start",
+        "--tenant",
+        str(tenant),
+        env=process_environment(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await process.communicate()
+    if process.returncode == 0:
+        return "started"
+    if b"already running" in err:
+        return "refused"
+    return f"error {process.returncode}: {err.decode(errors='replace').strip()[-200:]}"
+
+
+async def api_start(client: Client, settings: Settings, tenant: UUID) -> str:
+    try:
+        await start_pipeline(client, settings, tenant)
+    except PipelineAlreadyRunning:
+        return "refused"
+    return "started"
+
+
+async def schedule_trigger(client: Client, tenant: UUID) -> str:
+    await client.get_schedule_handle(schedule_id(tenant)).trigger()
+    return "triggered"
+
+
+async def tenant_workflows(client: Client, tenant: UUID) -> list[tuple[str, str]]:
+    """(workflow id, run id) of every workflow Temporal holds for the tenant's pipeline."""
+    found = []
+    async for execution in client.list_workflows(f'WorkflowId STARTS_WITH "retrain/{tenant}"'):
+        found.append((execution.id, execution.run_id))
+    return found
+
+
+async def settled_outcomes(client: Client, tenant: UUID, *, expect_at_least: int) -> list[str]:
+    """The outcome of each of the tenant's pipeline workflows, once visibility lists them all
+    and every one has closed."""
+    deadline = time.monotonic() + 600
+    while True:
+        runs = await tenant_workflows(client, tenant)
+        if len(runs) >= expect_at_least:
+            handles = [
+                client.get_workflow_handle(w, run_id=r, result_type=PipelineResult) for w, r in runs
+            ]
+            statuses = [(await h.describe()).status for h in handles]
+            if all(s is not WorkflowExecutionStatus.RUNNING for s in statuses):
+                outcomes = []
+                for handle in handles:
+                    result = await handle.result()
+                    outcomes.append(result.outcome.value)
+                return outcomes
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"tenant {tenant}: {len(runs)} workflows, not all closed")
+        await asyncio.sleep(1)
+
+
+async def counts(world: World, tenant: UUID) -> dict[str, int]:
+    conn = await world.admin()
+    try:
+        return {
+            table: await conn.fetchval(
+                f"SELECT count(*) FROM rai.{table} WHERE tenant_id = $1",
+                tenant,
+            )
+            for table in ("training_runs", "model_versions", "drift_reports")
+        }
+    finally:
+        await conn.close()
+
+
+async def one_tenant_fifty_starts(world: World, client: Client) -> dict[str, Any]:
+    tenant = await world.env.tenant("race")
+    await seed_drifted(world, tenant)
+    settings = world.settings
+    # An interval far away: the schedule fires only when triggered.
+    await create_retrain_schedule(client, settings, tenant, timedelta(days=30))
+    starts = (
+        [cli_start(settings, tenant) for _ in range(CLI_STARTS)]
+        + [api_start(client, settings, tenant) for _ in range(API_STARTS)]
+        + [schedule_trigger(client, tenant) for _ in range(SCHEDULE_TRIGGERS)]
+    )
+    said = await asyncio.gather(*starts)
+    # Triggers that the schedule's SKIP overlap policy swallowed start no workflow at all.
+    outcomes = await settled_outcomes(client, tenant, expect_at_least=1)
+    await client.get_schedule_handle(schedule_id(tenant)).delete()
+    return {
+        "tenant": tenant,
+        "starts": {
+            "cli": CLI_STARTS,
+            "api": API_STARTS,
+            "schedule triggers": SCHEDULE_TRIGGERS,
+        },
+        "answers": {a: said.count(a) for a in sorted(set(said))},
+        "workflows": len(outcomes),
+        "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))},
+        "db": await counts(world, tenant),
+    }
+
+
+async def pipeline_timing(
+    world: World, client: Client, started: Started, tenant: UUID
+) -> dict[str, float]:
+    description = await started.handle.describe()
+    assert description.close_time is not None
+    wall = (description.close_time - description.start_time).total_seconds()
+    conn = await world.admin()
+    try:
+        trainer = await conn.fetchval(
+            "SELECT extract(epoch FROM finished_at - started_at) FROM rai.training_runs"
+            " WHERE tenant_id = $1",
+            tenant,
+        )
+    finally:
+        await conn.close()
+    return {
+        "wall": wall,
+        "trainer": float(trainer or 0.0),
+        "start": description.start_time.timestamp(),
+        "close": description.close_time.timestamp(),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
+
+
+async def many_tenants(world: World, client: Client, n: int) -> dict[str, Any]:
+    tenants = [await world.env.tenant(f"parallel {i}") for i in range(n)]
+    for tenant in tenants:
+        await seed_drifted(world, tenant)
+    starts = await asyncio.gather(*(start_pipeline(client, world.settings, t) for t in tenants))
+    results = await asyncio.gather(*(s.handle.result() for s in starts))
+    timings = [
+        await pipeline_timing(world, client, s, t) for s, t in zip(starts, tenants, strict=True)
+    ]
+    per_tenant = [await counts(world, t) for t in tenants]
+    outcomes = [r.outcome.value for r in results]
+    span = max(t["close"] for t in timings) - min(t["start"] for t in timings)
+    overhead = [t["wall"] - t["trainer"] for t in timings]
+    # No cross-talk: each result names a model version of its own tenant.
+    conn = await world.admin()
+    try:
+        foreign = 0
+        for tenant, result in zip(tenants, results, strict=True):
+            if result.model_version_id is not None:
+                owner = await conn.fetchval(
+                    "SELECT tenant_id FROM rai.model_versions WHERE id = $1",
+                    result.model_version_id,
+                )
+                foreign += owner != tenant
+    finally:
+        await conn.close()
+    return {
+        "tenants": n,
+        "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))},
+        "tenants with exactly one run and one model": sum(
+            c["training_runs"] == 1 and c["model_versions"] == 1 for c in per_tenant
+        ),
+        "results naming another tenant's model": foreign,
+        "pipelines per minute": round(n / span * 60, 1),
+        "overhead p50 s": round(percentile(overhead, 50), 2),
+        "overhead p95 s": round(percentile(overhead, 95), 2),
+        "trainer p50 s": round(percentile([t["trainer"] for t in timings], 50), 2),
+        "wall p50 s": round(percentile([t["wall"] for t in timings], 50), 2),
+        "span s": round(span, 1),
+    }
+
+
+async def run(stack: Stack, options: dict[str, Any]) -> ScenarioResult:
+    started = time.monotonic()
+    n = int(options["tenants"])
+    async with stack.world("races") as world:
+        client = stack.temporal.client
+        async with running_workers(world.settings, client=client):
+            race = await one_tenant_fifty_starts(world, client)
+            parallel = await many_tenants(world, client, n)
+    one = race["db"]
+    passed = (
+        one["training_runs"] == 1
+        and one["model_versions"] == 1
+        and race["outcomes"].get("SUCCEEDED_SHADOW") == 1
+        and race["answers"].get("started", 0) <= 1
+        and set(race["outcomes"]) <= {"SUCCEEDED_SHADOW", "SKIPPED_LOCKED"}
+        and parallel["outcomes"] == {"SUCCEEDED_SHADOW": n}
+        and parallel["tenants with exactly one run and one model"] == n
+        and parallel["results naming another tenant's model"] == 0
+    )
+    return ScenarioResult(
+        name=NAME,
+        passed=passed,
+        expected={
+            "50 starts: training runs": 1,
+            "50 starts: model versions": 1,
+            "50 starts: SUCCEEDED_SHADOW workflows": 1,
+            f"{n} tenants: SUCCEEDED_SHADOW": n,
+            f"{n} tenants: each exactly one run and one model": n,
+            f"{n} tenants: cross-talk": 0,
+        },
+        observed={
+            "50 starts: training runs": one["training_runs"],
+            "50 starts: model versions": one["model_versions"],
+            "50 starts: SUCCEEDED_SHADOW workflows": race["outcomes"].get("SUCCEEDED_SHADOW", 0),
+            "50 starts: answers": race["answers"],
+            "50 starts: workflows and outcomes": race["outcomes"],
+            "50 starts: split": race["starts"],
+            f"{n} tenants: SUCCEEDED_SHADOW": parallel["outcomes"].get("SUCCEEDED_SHADOW", 0),
+            f"{n} tenants: each exactly one run and one model": parallel[
+                "tenants with exactly one run and one model"
+            ],
+            f"{n} tenants: cross-talk": parallel["results naming another tenant's model"],
+            "pipelines per minute": parallel["pipelines per minute"],
+            "control-plane overhead p50 s": parallel["overhead p50 s"],
+            "control-plane overhead p95 s": parallel["overhead p95 s"],
+            "trainer time p50 s": parallel["trainer p50 s"],
+            "pipeline wall time p50 s": parallel["wall p50 s"],
+        },
+        seconds=time.monotonic() - started,
+        key_figure=(
+            f"1 run from 50 starts; {n} tenants at {parallel['pipelines per minute']}/min,"
+            f" overhead p50 {parallel['overhead p50 s']} s / p95 {parallel['overhead p95 s']} s"
+        ),
+    )
