@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.acceptance.report import ScenarioResult, write_report
-from tests.acceptance.scenarios import races, rls
+from tests.acceptance.scenarios import faults, races, rls
 from tests.acceptance.stack import Stack, running_stack
 
 Scenario = Callable[[Stack, dict[str, Any]], Awaitable[ScenarioResult]]
@@ -25,6 +25,7 @@ Scenario = Callable[[Stack, dict[str, Any]], Awaitable[ScenarioResult]]
 SCENARIOS: dict[str, Scenario] = {
     rls.NAME: rls.run,
     races.NAME: races.run,
+    faults.NAME: faults.run,
 }
 
 

@@ -27,11 +27,12 @@ from adapters.storage_setup import init_storage
 from db.repository import Database
 from devstack.postgres import PrivatePostgres
 from devstack.redis import PrivateRedis
+from devstack.seaweed import SeaweedS3, generate_credentials
 from domain.signing import Signer
 from settings import Settings, app_dsn_for, with_database
 from tests.integration.services_env import ServicesEnv
 from tests.pg import cloned_database, create_template, drop_database, shared_tempdir
-from tests.s3 import private_s3
+from tests.s3 import REGION, _distinct_free_ports
 from tests.temporal import dev_server
 
 
@@ -58,6 +59,7 @@ class Stack:
     pg_server_dsn: str
     template: str
     s3: Settings
+    seaweed: SeaweedS3
     temporal: WorkflowEnvironment
     redis: PrivateRedis
     redis_url: str
@@ -136,14 +138,33 @@ async def running_stack(root: Path) -> AsyncIterator[Stack]:
             stack.push_async_callback(postgres.stop)
         template = await create_template(server_dsn)
         stack.push_async_callback(drop_database, server_dsn, template)
-        s3 = await stack.enter_async_context(private_s3())
+        s3_root = root / "s3"
+        s3_root.mkdir()
+        s3_ports = _distinct_free_ports(4)
+        credentials = generate_credentials()
+        seaweed = SeaweedS3(
+            s3_root,
+            http_ports=dict(zip(("s3", "master", "volume", "filer"), s3_ports, strict=True)),
+            credentials=credentials,
+            region=REGION,
+            start_timeout=60,
+            stop_grace=3,
+        )
+        s3_record = await seaweed.ensure_running()
+        stack.push_async_callback(seaweed.stop)
+        s3 = Settings(
+            s3_endpoint_url=seaweed.url(s3_record),
+            s3_region=REGION,
+            s3_access_key=credentials.access_key,
+            s3_secret_key=SecretStr(credentials.secret_key),
+        )
         redis = PrivateRedis(
             root / "redis", port=free_port(), database=0, start_timeout=30, stop_grace=3
         )
         record = await redis.ensure_running()
         stack.push_async_callback(redis.stop)
         temporal = await stack.enter_async_context(dev_server())
-        yield Stack(server_dsn, template, s3, temporal, redis, redis.url(record), root)
+        yield Stack(server_dsn, template, s3, seaweed, temporal, redis, redis.url(record), root)
 
 
 def process_environment(settings: Settings) -> dict[str, str]:
