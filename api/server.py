@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api.app import ApiDependencies, create_app
+from api.ingest import IngestLimits
 from db.repository import Database, UnsafeDatabaseRoleError
 from services.callbacks import CallbackHandler
 from services.events import LearningEventService
@@ -82,10 +83,16 @@ async def api_dependencies(
                 client = await connect_temporal(settings)
             except TemporalUnavailable as exc:
                 raise ApiDependencyUnavailable(str(exc)) from exc
+        events = LearningEventService(db)
+        stack.callback(events.close)
         yield ApiDependencies(
             db=db,
             callbacks=CallbackHandler(db, TemporalSignaller(client)),
-            events=LearningEventService(db),
+            events=events,
+            limits=IngestLimits(
+                max_body_bytes=settings.api_max_body_bytes,
+                max_events=settings.api_max_events_per_batch,
+            ),
         )
 
 

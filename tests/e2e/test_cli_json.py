@@ -236,6 +236,16 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     revoked = await run("keys", "revoke", "--tenant", str(tenant), device["key_id"])
     assert revoked["revoked"] is True
 
+    token = await run("token", "create", "--tenant", str(tenant), "--name", "ci", "--expires", "7")
+    assert token["token"].startswith("rai_")
+    assert (token["name"], token["tenant_id"], token["revoked_at"]) == ("ci", str(tenant), None)
+    assert token["expires_at"] > token["created_at"]
+    tokens = await run("token", "list", "--tenant", str(tenant))
+    assert [t["id"] for t in tokens["tokens"]] == [token["id"]]
+    assert token["token"] not in json.dumps(tokens)  # shown once, never again
+    token_revoked = await run("token", "revoke", "--tenant", str(tenant), token["id"])
+    assert (token_revoked["id"], token_revoked["revoked_at"] is not None) == (token["id"], True)
+
     init = await run("storage", "init")
     assert init["changed"] == 0  # the run's buckets are initialised already
     assert all(step["changed"] is False for step in init["settings"])
@@ -442,6 +452,8 @@ async def test_not_found_exits_3(world: World) -> None:
         ("model", "rollback", "--tenant", tenant, "--model", "yield"),
         ("dlq", "resolve", "--tenant", tenant, unknown),
         ("schedule", "delete", "--tenant", tenant),
+        ("token", "create", "--tenant", unknown),
+        ("token", "revoke", "--tenant", tenant, unknown),
     ):
         message = await refused(env, 3, *argv)
         assert unknown in message or tenant in message or "no PRODUCTION" in message, message
@@ -485,6 +497,7 @@ async def test_an_unreachable_service_exits_4(world: World) -> None:
         ("model", "download", str(uuid4()), "--tenant", tenant, "--out", out),
         ("provenance", "export", str(uuid4()), "--tenant", tenant, "--out", out),
         ("audit", "checkpoint", "--tenant", tenant),
+        ("token", "list", "--tenant", tenant),
     ):
         message = await refused(no_postgres, 4, *argv)
         assert message.startswith(f"cannot connect to postgresql://rai_app@127.0.0.1:{port}/rai: ")
