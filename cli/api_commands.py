@@ -16,6 +16,11 @@ def register(groups: Any) -> None:
     )
     p.add_argument("--host", help="address to bind (default: RAI_API_HOST, 127.0.0.1)")
     p.add_argument("--port", type=parse_port, help="port (default: RAI_API_PORT, 8088)")
+    p.add_argument(
+        "--workers",
+        type=parse_workers,
+        help="server processes sharing the port (default: RAI_API_WORKERS, or one per core)",
+    )
     p.set_defaults(handler=run_api_command)
 
 
@@ -29,16 +34,37 @@ def parse_port(value: str) -> int:
     return port
 
 
+def parse_workers(value: str) -> int:
+    try:
+        workers = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of processes: {value!r}") from None
+    if not 1 <= workers <= 64:
+        raise argparse.ArgumentTypeError(f"--workers is 1 to 64, not {workers}")
+    return workers
+
+
 def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
     # The server's imports (FastAPI, uvicorn, Temporal) are heavy; only this command needs them.
-    from api.server import ApiConfig, ApiDependencyUnavailable, ApiStartupError, run_api
+    from api.server import (
+        ApiConfig,
+        ApiDependencyUnavailable,
+        ApiStartupError,
+        default_workers,
+        run_api,
+        serve_workers,
+    )
 
+    workers = args.workers or settings.api_workers or default_workers()
     try:
         config = ApiConfig(
             host=args.host or settings.api_host,
             port=settings.api_port if args.port is None else args.port,
         )
-        asyncio.run(run_api(settings, config))
+        if workers > 1:
+            serve_workers(settings, config, workers)
+        else:
+            asyncio.run(run_api(settings, config))
     except ApiDependencyUnavailable as exc:
         raise ServiceUnavailable(str(exc)) from exc
     except ApiStartupError as exc:
