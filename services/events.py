@@ -29,10 +29,10 @@ from pydantic import ValidationError
 
 from db.integrity import record_check
 from db.repository import Database
-from domain.canonical import CanonicalJsonError
-from domain.documents import EventPayload, event_document, payload_sha256
+from domain.canonical import canonical_json_of_checked
+from domain.documents import EventPayload, event_signed_bytes_and_payload_sha256
 from domain.policies import EventOutcome, replay_outcome
-from domain.signing import DocumentKind, signed_bytes, verify_framed
+from domain.signing import verify_framed
 
 MAX_ID_CHARS: Final = 256
 MAX_PAYLOAD_STRING_CHARS: Final = 1024
@@ -83,7 +83,8 @@ class EventResult:
 class _Valid:
     index: int
     event: IncomingEvent
-    payload: dict[str, Any]
+    #: the payload's canonical JSON: what was signed, stored as it is
+    payload_json: str
     sha256: str
 
 
@@ -132,21 +133,22 @@ def _value_problem(value: Any, path: str, depth: int) -> str | None:
     return f"{path}: {type(value).__name__} is not a JSON value"
 
 
-def _printable_id(value: Any) -> str:
-    """An id as a result may echo it: text Postgres and JSON can carry, cut short."""
+def _printable(value: Any, max_chars: int = MAX_ID_CHARS) -> str:
+    """Text a result (and the audit log) may echo: what Postgres and JSON can carry, cut
+    short; anything else is replaced."""
     if not isinstance(value, str):
         return ""
-    return value[:MAX_ID_CHARS].replace("\x00", "\ufffd").encode("utf-8", "replace").decode()
+    return value[:max_chars].replace("\x00", "\ufffd").encode("utf-8", "replace").decode()
 
 
 def parse_event(raw: Any) -> IncomingEvent | MalformedEvent:
     """One event of a request body (decoded JSON), or why it cannot be one."""
     if not isinstance(raw, dict):
         return MalformedEvent("", "", "schema error: an event is a JSON object")
-    season, field = _printable_id(raw.get("season_id")), _printable_id(raw.get("field_id"))
+    season, field = _printable(raw.get("season_id")), _printable(raw.get("field_id"))
 
     def malformed(reason: str) -> MalformedEvent:
-        return MalformedEvent(season, field, f"schema error: {reason}")
+        return MalformedEvent(season, field, f"schema error: {_printable(reason, 1000)}")
 
     unknown = sorted(str(key)[:64] for key in raw.keys() - EVENT_KEYS)
     if unknown:
@@ -218,7 +220,7 @@ class LearningEventService:
                 index, event.season_id, event.field_id, EventOutcome.REJECTED, reason
             )
 
-        parsed: list[tuple[int, IncomingEvent, dict[str, Any]]] = []
+        parsed: list[tuple[int, IncomingEvent, bytes]] = []
         for index, event in enumerate(events):
             if isinstance(event, MalformedEvent):
                 reject(index, event, event.reason)
@@ -233,7 +235,12 @@ class LearningEventService:
                 reject(index, event, f"schema error: {_first_error(exc)}")
                 continue
             # Stored exactly as signed, so the signature can be verified again from the row.
-            parsed.append((index, event, dict(event.payload)))
+            try:
+                payload_json = canonical_json_of_checked(dict(event.payload))
+            except ValueError as exc:  # walked already: a non-finite number cannot get here
+                reject(index, event, f"schema error: {exc}")
+                continue
+            parsed.append((index, event, payload_json))
 
         async with self._db.transaction(tenant_id) as conn:
             key_rows = await conn.fetch(
@@ -243,9 +250,9 @@ class LearningEventService:
             )
             keys = {row["key_id"]: row for row in key_rows}
 
-            checkable: list[tuple[int, IncomingEvent, dict[str, Any]]] = []
+            checkable: list[tuple[int, IncomingEvent, bytes, str]] = []
             work: list[tuple[bytes, bytes, bytes]] = []
-            for index, event, payload in parsed:
+            for index, event, payload_json in parsed:
                 key = keys.get(event.key_id)
                 if key is None:
                     reject(index, event, f"unknown signing key {event.key_id}")
@@ -253,23 +260,22 @@ class LearningEventService:
                 if key["revoked_at"] is not None:
                     reject(index, event, f"signing key {event.key_id} is revoked")
                     continue
-                document = event_document(tenant_id, event.season_id, event.field_id, payload)
-                try:
-                    message = signed_bytes(DocumentKind.EVENT, document)
-                except CanonicalJsonError as exc:
-                    reject(index, event, f"schema error: {exc}")
-                    continue
-                checkable.append((index, event, payload))
+                message, sha256 = event_signed_bytes_and_payload_sha256(
+                    tenant_id, event.season_id, event.field_id, payload_json
+                )
+                checkable.append((index, event, payload_json, sha256))
                 work.append((key["public_key"], message, event.signature))
             verdicts = await self._verify(work)
 
             first_by_slot: dict[tuple[str, str], _Valid] = {}
             repeats: list[_Valid] = []
-            for (index, event, payload), verified in zip(checkable, verdicts, strict=True):
+            for (index, event, payload_json, sha256), verified in zip(
+                checkable, verdicts, strict=True
+            ):
                 if not verified:
                     reject(index, event, "bad signature")
                     continue
-                valid = _Valid(index, event, payload, payload_sha256(payload))
+                valid = _Valid(index, event, payload_json.decode("utf-8"), sha256)
                 slot = (event.season_id, event.field_id)
                 if slot in first_by_slot:
                     repeats.append(valid)
@@ -280,15 +286,15 @@ class LearningEventService:
             inserted = await conn.fetch(
                 "INSERT INTO learning_events"
                 " (tenant_id, season_id, field_id, payload, payload_sha256, signature, key_id)"
-                " SELECT $1, s, f, p, h, sig, k"
-                " FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::text[], $6::bytea[],"
+                " SELECT $1, s, f, p::jsonb, h, sig, k"
+                " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],"
                 "   $7::text[]) AS t(s, f, p, h, sig, k)"
                 " ON CONFLICT (tenant_id, season_id, field_id) DO NOTHING"
                 " RETURNING season_id, field_id",
                 tenant_id,
                 [v.event.season_id for v in candidates],
                 [v.event.field_id for v in candidates],
-                [v.payload for v in candidates],
+                [v.payload_json for v in candidates],
                 [v.sha256 for v in candidates],
                 [v.event.signature for v in candidates],
                 [v.event.key_id for v in candidates],
