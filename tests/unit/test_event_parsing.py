@@ -24,8 +24,13 @@ from services.events import IncomingEvent, MalformedEvent, parse_event
 pytestmark = pytest.mark.unit
 
 texts = st.text(min_size=1, max_size=40)
-json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | texts
-json_scalars |= st.floats(allow_nan=False, allow_infinity=False)
+json_scalars: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    texts,
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 payloads = st.fixed_dictionaries(
     {"features": st.dictionaries(texts, st.floats(-1e9, 1e9) | texts, min_size=1, max_size=5)},
     optional={
@@ -49,7 +54,8 @@ def test_the_hot_path_signs_and_hashes_the_same_bytes(
     message, sha = event_signed_bytes_and_payload_sha256(
         tenant, season, field, canonical_json_of_checked(payload)
     )
-    assert message == signed_bytes(DocumentKind.EVENT, event_document(tenant, season, field, payload))
+    document = event_document(tenant, season, field, payload)
+    assert message == signed_bytes(DocumentKind.EVENT, document)
     assert sha == payload_sha256(payload)
     assert canonical_json_of_checked(payload) == canonical_json(payload)
 
