@@ -259,16 +259,18 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     assert compared["features"]["yield"]["verdict"] == "DRIFT"
     bench = await run("bench", "drift", "--features", "2", "--rows", "3000")
     assert (bench["features"], bench["rows"]) == (2, 3000)
-    # Starts its own API (`rai api --workers 1`), sends signed events with a token, counts them.
+    # Starts its own API (`rai api --workers 2`: two processes on one port), sends signed
+    # events with a token, counts them in the database.
     ingest = await run(
         "bench", "ingest", "--seconds", "2", "--rate", "300", "--batch", "50",
-        "--concurrency", "2", "--workers", "1",
+        "--concurrency", "2", "--workers", "2",
     )  # fmt: skip
     assert ingest["sent"] == ingest["stored"] == 600, ingest
     assert (ingest["lost"], ingest["errors_5xx"], ingest["duplicates"]) == (0, 0, 0)
     assert ingest["events_per_s"] > 0
     assert ingest["verify_ceiling_per_s"] > 0
     assert {"p50_ms", "p99_ms", "ratio"} <= set(ingest)
+    assert ingest["api_workers"] == 2
 
     # The retraining pipeline, for real: a drifted tenant ends with a verified SHADOW model.
     await world.services.seed_events(tenant, "2025", 1100, seed=1)
