@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 from temporalio.client import Client
 
@@ -210,7 +211,7 @@ def _worker_main(settings: Settings, config: ApiConfig, ready: Any) -> None:
             await stop.wait()
 
     try:
-        asyncio.run(serve())
+        uvloop.run(serve())
     except ApiStartupError as exc:
         print(f"rai api: worker {os.getpid()}: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -147,7 +147,10 @@ async def _send(
                 report.rejected += counts["REJECTED"]
                 report.conflicts += counts["CONFLICT"]
 
-    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    # A new connection per batch: `rai api --workers N` shares its port with SO_REUSEPORT, and
+    # the kernel spreads *connections* over the workers; a few long-lived ones would pin the
+    # whole load on whichever workers their hashes picked.
+    connector = aiohttp.TCPConnector(limit=connections, force_close=True)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(connection(session) for _ in range(connections)))
