@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     api_port: int = 8088
     # Ingest limits: a body over api_max_body_bytes is refused (413) before it is parsed, and
     # so is a batch of more than api_max_events_per_batch events. api_workers is the number of
-    # server processes `rai api` runs (0: one per core); each verifies on a thread per core.
+    # server processes `rai api` runs (0: one per core, at most 8); each verifies signatures
+    # on a thread per core.
     api_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     api_max_events_per_batch: int = Field(default=10_000, ge=1)
     api_workers: int = Field(default=0, ge=0)

@@ -194,8 +194,13 @@ def _announce(url: str, workers: int = 1) -> None:
     )
 
 
+# One process per core this process may run on, but not dozens on a big node whose cgroup
+# quota (which neither count sees) gives the pod a few cores: scale pods, not processes.
+MAX_DEFAULT_WORKERS = 8
+
+
 def default_workers() -> int:
-    return os.cpu_count() or 1
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
 
 
 def _worker_main(settings: Settings, config: ApiConfig, ready: Any) -> None:

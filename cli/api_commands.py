@@ -19,7 +19,8 @@ def register(groups: Any) -> None:
     p.add_argument(
         "--workers",
         type=parse_workers,
-        help="server processes sharing the port (default: RAI_API_WORKERS, or one per core)",
+        help="server processes sharing the port"
+        " (default: RAI_API_WORKERS, or one per core, at most 8)",
     )
     p.set_defaults(handler=run_api_command)
 

@@ -55,7 +55,7 @@ def register(groups: Any) -> None:
     p.add_argument(
         "--workers",
         type=_positive_int,
-        help="API worker processes to start (default: RAI_API_WORKERS, or one per core)",
+        help="API worker processes to start (default: as `rai api`)",
     )
     p.add_argument("--url", help="an API already serving this database (default: start one)")
     add_json_flag(p)
@@ -83,15 +83,14 @@ def _positive_float(value: str) -> float:
 
 
 def run_ingest_bench_command(args: argparse.Namespace, settings: Settings) -> int:
-    import os
-
+    from api.server import default_workers
     from cli.ingest_bench import run_ingest_bench
 
     def progress(text: str) -> None:
         if not args.json:
             print(f"  {text}", flush=True)
 
-    workers = args.workers or settings.api_workers or os.cpu_count() or 1
+    workers = args.workers or settings.api_workers or default_workers()
     result = run_ingest_bench(
         settings,
         seconds=args.seconds,
