@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_database_url: str | None = None
+    # Ingest limits: a body over api_max_body_bytes is refused (413) before it is parsed, and
+    # so is a batch of more than api_max_events_per_batch events. api_workers is the number of
+    # server processes `rai api` runs (0: one per core, at most 8); each verifies signatures
+    # on a thread per core.
+    api_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    api_max_events_per_batch: int = Field(default=10_000, ge=1)
+    api_workers: int = Field(default=0, ge=0)
     training_extra_seconds: float = 0.0
     # Governance (domain.holdout, services.bias): the share of fields never trained on (their
     # events give the validation metrics and are all the bias audit sees), and the smallest

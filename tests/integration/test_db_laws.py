@@ -43,6 +43,7 @@ TENANT_TABLES = (
     "bias_audits",
     "integrity_checks",
     "dead_letters",
+    "api_tokens",
 )
 
 
@@ -101,6 +102,11 @@ async def populate(db: Database, world: TenantWorld) -> UUID:
             "INSERT INTO dead_letters (tenant_id, queue, workflow_id, error, attempts)"
             " VALUES ($1, 'training-queue-failed', 'retrain/x', 'boom', 5)",
             world.tenant_id,
+        )
+        await conn.execute(
+            "INSERT INTO api_tokens (tenant_id, name, token_sha256) VALUES ($1, 'client', $2)",
+            world.tenant_id,
+            sha(),
         )
     model_id: UUID = model["id"]
     return model_id
@@ -379,9 +385,10 @@ async def test_every_tenant_table_enables_and_forces_rls(owner_conn: asyncpg.Con
         row = by_table[table]
         assert row["relrowsecurity"], table
         assert row["relforcerowsecurity"], table
-        assert sorted(row["commands"]) == [b"a", b"d", b"r", b"w"], (
-            table
-        )  # insert/delete/select/update
+        # insert/delete/select/update; api_tokens has one more SELECT policy, for rai_owner only
+        # (what rai.api_token_valid_elsewhere() runs as)
+        extra = [b"r"] if table == "api_tokens" else []
+        assert sorted(row["commands"]) == sorted([b"a", b"d", b"r", b"w", *extra]), table
     # every table with a tenant_id column is covered
     with_tenant = {
         r["table_name"]
