@@ -100,7 +100,7 @@ async def api_dependencies(
             callbacks=CallbackHandler(db, TemporalSignaller(client)),
             events=LearningEventService(db, metrics=metrics),
             metrics=metrics,
-            state=DatabaseState(settings.resolved_metrics_database_url()),
+            state=DatabaseState(settings.resolved_app_database_url()),
             drift_reports=reports,
         )
 
