@@ -115,3 +115,11 @@ GRANT EXECUTE ON FUNCTION rai.metrics_open_dead_letters() TO rai_app;
 GRANT EXECUTE ON FUNCTION rai.metrics_cooldowns(timestamptz, interval) TO rai_app;
 GRANT EXECUTE ON FUNCTION rai.metrics_tenants() TO rai_app;
 GRANT EXECUTE ON FUNCTION rai.metrics_active_training_runs(timestamptz) TO rai_app;
+
+-- A pipeline run records its outcome once: a RECORD_OUTCOME activity retried after its first
+-- attempt committed finds this row and appends nothing (services.pipeline.record_outcome), and
+-- two attempts racing cannot both append. Outcomes recorded before migration 0010 carry no
+-- run id and are left alone.
+CREATE UNIQUE INDEX integrity_checks_one_outcome_per_run
+    ON rai.integrity_checks (tenant_id, subject_id, (details ->> 'workflow_run_id'))
+    WHERE check_type = 'pipeline.outcome';

@@ -73,7 +73,7 @@ RELEASED_CHECKSUMS = {
     2: "0c21ff6e49ca86c2f6871c6ab274118036d0cbb9728821f83e3c4501532e9c47",
     3: "e5bf5e37e1fc34fe7da65d5830c75c4c01177de73b656aa06c88f22bb37e3a75",
     6: "a6a3b3dc248b8e583924d52f2a653bbcf6339698cde46860b112f0d74f6eeed7",
-    10: "8f48ba77c05f7d355c4403cae51f1f90e1eb2dbd6069f25e68af768018c40270",
+    10: "7e7a24940ae81f6359414a6646480d85f5f4fedf02a365cc5d0b1bef98a988fc",
 }
 # Every version this checkout knows, in order. Migrations land from several branches, so the
 # numbers need not be contiguous; the tests below hold for whichever exist.
