@@ -164,7 +164,7 @@ class Metrics:
         )
         self.lease_hold = Histogram(
             "rai_lease_hold_duration_seconds",
-            "Time a tenant's pipeline lease was held (acquired and released by this process)",
+            "Time a tenant's pipeline lease was held, from its grant to its release by any worker",
             ["tenant"],
             buckets=LEASE_BUCKETS,
             registry=r,
