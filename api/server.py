@@ -113,7 +113,7 @@ async def api_dependencies(
             callbacks=CallbackHandler(db, TemporalSignaller(client)),
             events=events,
             metrics=metrics,
-            state=DatabaseState(settings.resolved_metrics_database_url()),
+            state=DatabaseState(settings.resolved_app_database_url()),
             drift_reports=reports,
             limits=IngestLimits(
                 max_body_bytes=settings.api_max_body_bytes,

@@ -235,6 +235,14 @@ CREATE TABLE rai.integrity_checks (
     CONSTRAINT integrity_checks_one_row_per_seq UNIQUE (tenant_id, seq)
 );
 
+-- A pipeline run records its outcome once: a RECORD_OUTCOME activity retried after its first
+-- attempt committed finds this row and appends nothing (services.pipeline.record_outcome), and
+-- two attempts racing cannot both append. Outcomes recorded before migration 0010 carry no
+-- run id and are left alone.
+CREATE UNIQUE INDEX integrity_checks_one_outcome_per_run
+    ON rai.integrity_checks (tenant_id, subject_id, (details ->> 'workflow_run_id'))
+    WHERE check_type = 'pipeline.outcome';
+
 CREATE TABLE rai.dead_letters (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant_id    uuid NOT NULL REFERENCES rai.tenants (id),

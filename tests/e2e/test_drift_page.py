@@ -87,23 +87,23 @@ async def test_a_stored_drift_report_renders_from_the_api_and_the_cli(
     stranger = await env.tenant("stranger")
     token = (await create_token(env.db, tenant, "drift page")).secret
     strangers_token = (await create_token(env.db, stranger, "drift page")).secret
-    page = f"/v1/tenants/{tenant}/drift-reports/{report.id}.html"
+    route = f"/v1/tenants/{tenant}/drift-reports/{report.id}.html"
     async with (
         running_api(settings, ApiConfig(port=0), client=temporal.client) as url,
         httpx.AsyncClient(
             base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}
         ) as http,
     ):
-        answer = await http.get(page)
+        answer = await http.get(route)
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"].startswith("text/html")
         missing = await http.get(f"/v1/tenants/{tenant}/drift-reports/{uuid4()}.html")
         assert missing.status_code == 404
         # Behind the tenant's token like the rest of the API: none is 401, another tenant's
         # token 403, and the other tenant's own route does not reach this tenant's report.
-        assert (await http.get(page, headers={"Authorization": ""})).status_code == 401
+        assert (await http.get(route, headers={"Authorization": ""})).status_code == 401
         stranger_auth = {"Authorization": f"Bearer {strangers_token}"}
-        assert (await http.get(page, headers=stranger_auth)).status_code == 403
+        assert (await http.get(route, headers=stranger_auth)).status_code == 403
         other = await http.get(
             f"/v1/tenants/{stranger}/drift-reports/{report.id}.html", headers=stranger_auth
         )
