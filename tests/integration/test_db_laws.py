@@ -385,9 +385,17 @@ async def test_every_tenant_table_enables_and_forces_rls(owner_conn: asyncpg.Con
         row = by_table[table]
         assert row["relrowsecurity"], table
         assert row["relforcerowsecurity"], table
-        # insert/delete/select/update; api_tokens has one more SELECT policy, for rai_owner only
-        # (what rai.api_token_valid_elsewhere() runs as)
-        extra = [b"r"] if table == "api_tokens" else []
+        # insert/delete/select/update; one more SELECT policy, for rai_owner only, on
+        # api_tokens (what rai.api_token_valid_elsewhere() runs as) and on the tables the
+        # metrics aggregates count (rai.metrics_*(), migration 0010)
+        owner_reads = {
+            "api_tokens",
+            "tenants",
+            "dead_letters",
+            "training_runs",
+            "model_status_history",
+        }
+        extra = [b"r"] if table in owner_reads else []
         assert sorted(row["commands"]) == sorted([b"a", b"d", b"r", b"w", *extra]), table
     # every table with a tenant_id column is covered
     with_tenant = {
