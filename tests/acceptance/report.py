@@ -24,6 +24,8 @@ class ScenarioResult:
     key_figure: str = ""
     details: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # Top-level figures of the scenario's JSON entry (the load scenario's p99_ms, lost, ...).
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 def write_report(results: list[ScenarioResult], out: Path, *, options: dict[str, Any]) -> None:
@@ -33,7 +35,7 @@ def write_report(results: list[ScenarioResult], out: Path, *, options: dict[str,
         "generated_at": generated,
         "options": options,
         "passed": all(r.passed for r in results),
-        "scenarios": [asdict(r) for r in results],
+        "scenarios": [{**asdict(r), **r.figures} for r in results],
     }
     (out / JSON_NAME).write_text(json.dumps(document, indent=2, default=str) + "\n")
     (out / MARKDOWN_NAME).write_text(markdown(results, generated, options))
