@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.acceptance.report import ScenarioResult, write_report
-from tests.acceptance.scenarios import faults, kill_worker, load, races, rls
+from tests.acceptance.scenarios import faults, hostile, kill_worker, load, races, rls
 from tests.acceptance.stack import Stack, running_stack
 
 Scenario = Callable[[Stack, dict[str, Any]], Awaitable[ScenarioResult]]
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Scenario] = {
     faults.NAME: faults.run,
     kill_worker.NAME: kill_worker.run,
     load.NAME: load.run,
+    hostile.NAME: hostile.run,
 }
 
 
