@@ -52,7 +52,7 @@ def markdown(results: list[ScenarioResult], generated: str, options: dict[str, A
     ]
     for r in results:
         verdict = "PASS" if r.passed else "FAIL"
-        lines.append(f"| {r.name} | {verdict} | {r.key_figure} | {r.seconds:.1f} |")
+        lines.append(f"| {r.name} | {verdict} | {_cell(r.key_figure)} | {r.seconds:.1f} |")
     for r in results:
         lines += ["", f"## {r.name}: {'PASS' if r.passed else 'FAIL'}", ""]
         if r.error:
