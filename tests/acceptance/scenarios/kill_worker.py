@@ -173,7 +173,7 @@ async def one_run(world: World, step: str | None, probe: Probe | None) -> dict[s
 
 async def run(stack: Stack, options: dict[str, Any]) -> ScenarioResult:
     started = time.monotonic()
-    details = []
+    details: list[dict[str, Any]] = []
     async with stack.world("kill") as world:
         world.settings = world.settings.model_copy(update={"training_extra_seconds": 4.0})
         baseline = await one_run(world, None, None)
