@@ -123,7 +123,11 @@ class PipelineActivities:
             info = activity.info()
             resumed = str(info.heartbeat_details[0]) if info.heartbeat_details else None
             return await self._training.train(
-                request, attempt=info.attempt, resumed_job=resumed, heartbeat=activity.heartbeat
+                request,
+                attempt=info.attempt,
+                resumed_job=resumed,
+                heartbeat=activity.heartbeat,
+                workflow_run_id=info.workflow_run_id,
             )
 
     @activity.defn(name=ActivityName.REGISTER_MODEL)

@@ -66,6 +66,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(3, "pipeline bookkeeping on training runs", ("migrations/0003_pipeline_runs.sql",)),
     Migration(6, "governance laws", ("migrations/0006_governance.sql",)),
+    Migration(7, "liveness: owning execution, fencing laws", ("migrations/0007_liveness.sql",)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -18,11 +18,13 @@ class TenantLeases:
     async def acquire(self, tenant_id: UUID, holder: str) -> LeaseInfo | None:
         """The tenant's lease, or None while someone else holds it. Its fence is above the
         newest fence a training run of the tenant was recorded with, so a Redis that lost its
-        counter still hands out a fence the database accepts."""
+        counter still hands out a fence the database accepts. The fence is recorded in the
+        database before it is handed out, so every later write of an older holder is refused."""
         newest = await self._pipeline.newest_fence(tenant_id)
         lease = await self._mutex.acquire(tenant_id, holder, fence_floor=newest)
         if lease is None:
             return None
+        await self._pipeline.record_fence(tenant_id, lease.fence, lease.holder)
         return LeaseInfo(
             tenant_id=lease.tenant_id, token=lease.token, fence=lease.fence, holder=lease.holder
         )

@@ -75,10 +75,32 @@ class PipelineService:
         return PreconditionsResult()
 
     async def newest_fence(self, tenant_id: UUID) -> int:
-        """The highest fencing token any training run of the tenant was recorded with."""
+        """The highest fencing token the database has seen for the tenant: on a training run,
+        or recorded as granted (:meth:`record_fence`)."""
         async with self._db.transaction(tenant_id) as conn:
-            newest: int | None = await conn.fetchval("SELECT max(fencing_token) FROM training_runs")
+            newest: int | None = await conn.fetchval(
+                "SELECT greatest((SELECT max(fencing_token) FROM training_runs),"
+                " (SELECT fence FROM tenant_fences))"
+            )
         return newest or 0
+
+    async def record_fence(self, tenant_id: UUID, fence: int, holder: str) -> None:
+        """Record that the tenant's lease with ``fence`` was granted to ``holder``: from then
+        on the database refuses every write of an older holder (RA008, ``tenant_fences``)."""
+        async with self._db.transaction(tenant_id) as conn:
+            try:
+                await conn.execute(
+                    "INSERT INTO tenant_fences (tenant_id, fence, holder) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (tenant_id) DO UPDATE SET fence = EXCLUDED.fence,"
+                    " holder = EXCLUDED.holder, granted_at = now()",
+                    tenant_id,
+                    fence,
+                    holder,
+                )
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == Law.STALE_FENCE:
+                    raise StaleLeaseError(str(exc)) from exc
+                raise
 
     async def drift_seasons(
         self, tenant_id: UUID, reference: str | None, current: str | None
@@ -159,17 +181,19 @@ class PipelineService:
         dataset_uri: str,
         dataset_sha256: str,
         callback_public_key: bytes,
+        workflow_run_id: str | None = None,
     ) -> None:
-        """Record the run QUEUED (once: a retry finds it). The database refuses a stale fence
-        and a second active run of the tenant."""
+        """Record the run QUEUED (once: a retry finds it), owned by the workflow execution
+        ``workflow_id``/``workflow_run_id``. The database refuses a stale fence and a second
+        active run of the tenant."""
         async with self._db.transaction(tenant_id) as conn:
             if await conn.fetchval("SELECT 1 FROM training_runs WHERE id = $1", training_run_id):
                 return
             try:
                 await conn.execute(
                     "INSERT INTO training_runs (id, tenant_id, workflow_id, status, dataset_uri,"
-                    " dataset_sha256, fencing_token, callback_public_key, model_name)"
-                    " VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8)",
+                    " dataset_sha256, fencing_token, callback_public_key, model_name,"
+                    " workflow_run_id) VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8, $9)",
                     training_run_id,
                     tenant_id,
                     workflow_id,
@@ -178,6 +202,7 @@ class PipelineService:
                     fence,
                     callback_public_key,
                     model_name,
+                    workflow_run_id,
                 )
             except asyncpg.PostgresError as exc:
                 if exc.sqlstate == Law.STALE_FENCE:

@@ -96,6 +96,7 @@ class TrainingRuns(Protocol):
         dataset_uri: str,
         dataset_sha256: str,
         callback_public_key: bytes,
+        workflow_run_id: str | None = None,
     ) -> None: ...
 
     async def mark_running(self, tenant_id: UUID, training_run_id: UUID, job_name: str) -> None: ...
@@ -145,6 +146,7 @@ class TrainingService:
         attempt: int,
         resumed_job: str | None,
         heartbeat: Heartbeat,
+        workflow_run_id: str | None = None,
     ) -> TrainedModel:
         """Run the training step's ``attempt`` (see the module docstring); ``resumed_job`` is
         the job name an earlier attempt last heartbeated. Raises when the job fails."""
@@ -158,6 +160,7 @@ class TrainingService:
             dataset_uri=request.dataset_uri,
             dataset_sha256=request.dataset_sha256,
             callback_public_key=signer.public_key,
+            workflow_run_id=workflow_run_id,
         )
         job_name = await self._job_for_attempt(request.training_run_id, attempt, resumed_job)
         await self._jobs.launch(self.job_spec(request, job_name, signer))

@@ -82,6 +82,7 @@ class Runs:
         dataset_uri: str,
         dataset_sha256: str,
         callback_public_key: bytes,
+        workflow_run_id: str | None = None,
     ) -> None:
         self.started.append((training_run_id, callback_public_key))
 
