@@ -433,6 +433,27 @@ async def _described(
     return _Described(description.run_id, status.name if status else "UNKNOWN", progress, result)
 
 
+# -- is an execution over? (the reaper's probe, services/reaper.py) --------------------------
+
+
+class TemporalExecutions:
+    """:class:`services.reaper.ExecutionProbe` over a client: describes the execution."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def is_closed(self, workflow_id: str, run_id: str | None) -> bool:
+        handle = self._client.get_workflow_handle(workflow_id, run_id=run_id)
+        with _calling(self._client):
+            try:
+                description = await handle.describe()
+            except RPCError as exc:
+                if exc.status is RPCStatusCode.NOT_FOUND:  # gone past retention: closed
+                    return True
+                raise
+        return description.status is not WorkflowExecutionStatus.RUNNING
+
+
 # -- the training job's completion callback ---------------------------------------------------
 
 

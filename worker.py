@@ -33,12 +33,13 @@ from services.evaluation import ModelAuditService
 from services.keys import load_platform_signer
 from services.leases import TenantLeases
 from services.pipeline import DriftCheck, PipelineService
+from services.reaper import PipelineReaper
 from services.registry import ModelRegistryService
 from services.startup import check_worker_start
 from services.training import TrainingConfig, TrainingService, job_environment
 from services.trust import trusted_platform_keys
 from settings import Settings
-from starter import WorkerQueue, connect_temporal
+from starter import TemporalExecutions, WorkerQueue, connect_temporal
 from workflows.promotion import ShadowEvaluation
 from workflows.retrain import RetrainingPipeline
 
@@ -62,6 +63,7 @@ async def running_workers(
         if client is None:
             client = await connect_temporal(settings)
         pipeline = PipelineService(db, store, datasets_bucket=settings.s3_datasets_bucket)
+        mutex = TenantMutex(redis, key_prefix=settings.redis_key_prefix)
         registry = ModelRegistryService(db, store, platform)
         training = TrainingService(
             runs=pipeline,
@@ -78,7 +80,17 @@ async def running_workers(
             ),
         )
         activities = PipelineActivities(
-            leases=TenantLeases(TenantMutex(redis, key_prefix=settings.redis_key_prefix), pipeline),
+            leases=TenantLeases(
+                mutex,
+                pipeline,
+                PipelineReaper(
+                    db=db,
+                    pipeline=pipeline,
+                    jobs=jobs,
+                    mutex=mutex,
+                    executions=TemporalExecutions(client),
+                ),
+            ),
             pipeline=pipeline,
             drift=DriftCheck(
                 pipeline,

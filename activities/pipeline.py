@@ -17,6 +17,7 @@ from domain.pipeline import (
     ActivityName,
     AuditInput,
     AuditOutput,
+    CancelTrainingInput,
     CheckpointInput,
     DeadLetterInput,
     DeadLetterOutput,
@@ -79,6 +80,7 @@ class PipelineActivities:
             self.dead_letter,
             self.record_outcome,
             self.checkpoint_chain,
+            self.cancel_training,
         ]
 
     @activity.defn(name=ActivityName.ACQUIRE_LOCK)
@@ -128,6 +130,13 @@ class PipelineActivities:
                 resumed_job=resumed,
                 heartbeat=activity.heartbeat,
                 workflow_run_id=info.workflow_run_id,
+            )
+
+    @activity.defn(name=ActivityName.CANCEL_TRAINING)
+    async def cancel_training(self, request: CancelTrainingInput) -> None:
+        with step_failures():
+            await self._training.cancel(
+                request.tenant_id, request.training_run_id, reason=request.reason
             )
 
     @activity.defn(name=ActivityName.REGISTER_MODEL)

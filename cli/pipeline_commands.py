@@ -6,7 +6,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from cli.common import parse_tenant, temporal
+from cli.common import app_database, object_store, parse_tenant, temporal
+from cli.errors import ServiceUnavailable
 from cli.output import add_json_flag, print_json
 from domain.pipeline import PipelineOutcome, PipelineResult
 from settings import Settings
@@ -44,6 +45,14 @@ def register(groups: Any) -> None:
     p.add_argument("--limit", type=_positive_int, default=20, help="at most this many (20)")
     add_json_flag(p)
     p.set_defaults(handler=run_list)
+    p = commands.add_parser(
+        "reap",
+        help="fail the QUEUED/RUNNING runs (and cancel their jobs) and break the leases whose"
+        " pipeline execution is closed (a terminated or timed-out run)",
+    )
+    p.add_argument("--tenant", type=parse_tenant, help="default: every tenant (admin login)")
+    add_json_flag(p)
+    p.set_defaults(handler=run_reap)
 
 
 def _positive_int(value: str) -> int:
@@ -153,4 +162,62 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
             f"{closed}\n    {run.ui_link}"
         )
     print(f"{len(runs)} run(s)")
+    return 0
+
+
+def run_reap(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: only this command needs Redis and the job runner.
+    from redis.asyncio import Redis
+
+    from adapters.jobrunners import open_job_runner
+    from adapters.redis_mutex import MutexUnavailableError, TenantMutex
+    from cli.audit_commands import selected_tenants
+    from services.pipeline import PipelineService
+    from services.reaper import PipelineReaper, Reaped
+    from starter import TemporalExecutions
+
+    async def reap() -> list[Reaped]:
+        tenants = await selected_tenants(args, settings)
+        redis: Redis = Redis.from_url(settings.redis_url)
+        try:
+            async with (
+                app_database(settings) as db,
+                object_store(settings) as store,
+                open_job_runner(settings) as jobs,
+                temporal(settings) as client,
+            ):
+                reaper = PipelineReaper(
+                    db=db,
+                    pipeline=PipelineService(
+                        db, store, datasets_bucket=settings.s3_datasets_bucket
+                    ),
+                    jobs=jobs,
+                    mutex=TenantMutex(redis, key_prefix=settings.redis_key_prefix),
+                    executions=TemporalExecutions(client),
+                )
+                return [await reaper.reap(tenant) for tenant in tenants]
+        except MutexUnavailableError as exc:
+            raise ServiceUnavailable(f"Redis at {settings.redis_url}: {exc}") from exc
+        finally:
+            await redis.aclose()
+
+    reaped = asyncio.run(reap())
+    if args.json:
+        print_json(
+            {
+                "tenants": [
+                    {
+                        "tenant_id": r.tenant_id,
+                        "failed_runs": list(r.runs),
+                        "lease_broken": r.lease_broken,
+                    }
+                    for r in reaped
+                ]
+            }
+        )
+        return 0
+    for r in reaped:
+        runs = ", ".join(str(run) for run in r.runs) or "none"
+        lease = f"broke the lease of {r.lease_broken}" if r.lease_broken else "no orphan lease"
+        print(f"{r.tenant_id}  failed runs: {runs}; {lease}")
     return 0

@@ -208,6 +208,15 @@ class ActivityName:
     DEAD_LETTER = "dead_letter"
     RECORD_OUTCOME = "record_pipeline_outcome"
     CHECKPOINT_CHAIN = "checkpoint_audit_chain"
+    CANCEL_TRAINING = "cancel_training_run"
+
+
+class CancelTrainingInput(_Message):
+    """A cancelled pipeline's cleanup: stop the run's job, mark the run CANCELLED."""
+
+    tenant_id: UUID
+    training_run_id: UUID
+    reason: str
 
 
 class TrainInput(_Message):

@@ -8,18 +8,24 @@ from uuid import UUID
 from adapters.redis_mutex import Lease, TenantMutex
 from domain.pipeline import LeaseInfo
 from services.pipeline import PipelineService
+from services.reaper import PipelineReaper
 
 
 class TenantLeases:
-    def __init__(self, mutex: TenantMutex, pipeline: PipelineService) -> None:
+    def __init__(
+        self, mutex: TenantMutex, pipeline: PipelineService, reaper: PipelineReaper | None = None
+    ) -> None:
         self._mutex = mutex
         self._pipeline = pipeline
+        self._reaper = reaper
 
     async def acquire(self, tenant_id: UUID, holder: str) -> LeaseInfo | None:
         """The tenant's lease, or None while someone else holds it. Its fence is above the
         newest fence a training run of the tenant was recorded with, so a Redis that lost its
         counter still hands out a fence the database accepts. The fence is recorded in the
         database before it is handed out, so every later write of an older holder is refused."""
+        if self._reaper is not None:  # what a terminated pipeline left behind goes first
+            await self._reaper.reap(tenant_id)
         newest = await self._pipeline.newest_fence(tenant_id)
         lease = await self._mutex.acquire(tenant_id, holder, fence_floor=newest)
         if lease is None:

@@ -230,27 +230,56 @@ class PipelineService:
                 job_name,
             )
 
-    async def finish_run(self, tenant_id: UUID, training_run_id: UUID, status: str) -> None:
-        """RUNNING/QUEUED -> SUCCEEDED or FAILED (a finished run is left as it is)."""
+    async def finish_run(
+        self, tenant_id: UUID, training_run_id: UUID, status: str, *, reason: str | None = None
+    ) -> bool:
+        """RUNNING/QUEUED -> SUCCEEDED, FAILED or CANCELLED (a finished run is left as it is);
+        ``reason`` goes to the audit log. True if this call finished the run."""
         if status not in ("SUCCEEDED", "FAILED", "CANCELLED"):
             raise ValueError(f"not a final training run status: {status}")
         async with self._db.transaction(tenant_id) as conn:
-            if status == "SUCCEEDED":
-                await conn.execute(
-                    "UPDATE training_runs SET status = 'RUNNING', started_at = now()"
-                    " WHERE id = $1 AND status = 'QUEUED'",
-                    training_run_id,
-                )
-            changed = await conn.execute(
-                "UPDATE training_runs SET status = $2, finished_at = now()"
-                " WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')",
+            return await self.finish_run_in(conn, tenant_id, training_run_id, status, reason)
+
+    @staticmethod
+    async def finish_run_in(
+        conn: asyncpg.Connection,
+        tenant_id: UUID,
+        training_run_id: UUID,
+        status: str,
+        reason: str | None = None,
+    ) -> bool:
+        """:meth:`finish_run` inside the caller's transaction."""
+        if status == "SUCCEEDED":
+            await conn.execute(
+                "UPDATE training_runs SET status = 'RUNNING', started_at = now()"
+                " WHERE id = $1 AND status = 'QUEUED'",
                 training_run_id,
-                status,
             )
-            if changed == "UPDATE 1":
-                await record_check(
-                    conn, tenant_id, "training.finished", str(training_run_id), status
-                )
+        changed = await conn.execute(
+            "UPDATE training_runs SET status = $2, finished_at = now()"
+            " WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')",
+            training_run_id,
+            status,
+        )
+        if changed != "UPDATE 1":
+            return False
+        await record_check(
+            conn,
+            tenant_id,
+            "training.finished",
+            str(training_run_id),
+            status,
+            {"reason": reason} if reason else None,
+        )
+        return True
+
+    async def run_job(self, tenant_id: UUID, training_run_id: UUID) -> str | None:
+        """The job the run last launched (None before its first)."""
+        async with self._db.transaction(tenant_id) as conn:
+            job: str | None = await conn.fetchval(
+                "SELECT job_name FROM training_runs WHERE id = $1", training_run_id
+            )
+        return job
 
     async def dead_letter(
         self,

@@ -101,7 +101,11 @@ class TrainingRuns(Protocol):
 
     async def mark_running(self, tenant_id: UUID, training_run_id: UUID, job_name: str) -> None: ...
 
-    async def finish_run(self, tenant_id: UUID, training_run_id: UUID, status: str) -> None: ...
+    async def finish_run(
+        self, tenant_id: UUID, training_run_id: UUID, status: str, *, reason: str | None = None
+    ) -> bool: ...
+
+    async def run_job(self, tenant_id: UUID, training_run_id: UUID) -> str | None: ...
 
 
 class ModelRegistrar(Protocol):
@@ -218,6 +222,13 @@ class TrainingService:
             env=environment.env,
             secret_env=environment.secret_env,
         )
+
+    async def cancel(self, tenant_id: UUID, training_run_id: UUID, *, reason: str) -> None:
+        """Stop the run's job (the one it last launched, else its first) and mark the run
+        CANCELLED; a finished run, or a job already over, is left as it is."""
+        job = await self._runs.run_job(tenant_id, training_run_id)
+        await self._jobs.cancel(job or job_name_for(training_run_id))
+        await self._runs.finish_run(tenant_id, training_run_id, "CANCELLED", reason=reason)
 
     async def register(self, request: RegisterInput) -> RegisterOutput:
         """The run succeeded: record it, and register its model (a retry finds the version the

@@ -13,6 +13,7 @@ tenant's audit log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from uuid import UUID
 
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ActivityName,
         AuditInput,
         AuditOutput,
+        CancelTrainingInput,
         CheckpointInput,
         DeadLetterInput,
         DeadLetterOutput,
@@ -68,6 +70,8 @@ MAX_ATTEMPTS = 5
 START_EVALUATION_PATCH = "start-shadow-evaluation"
 # Histories recorded before every run ended with a signed checkpoint of the audit chain.
 CHECKPOINT_PATCH = "checkpoint-audit-chain"
+# Histories recorded before a cancelled pipeline cancelled its training run and job.
+CANCEL_CLEANUP_PATCH = "cancel-training-on-cancel"
 PIPELINE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -115,6 +119,7 @@ class RetrainingPipeline:
         # The run being trained, once training has begun: callbacks are matched against it,
         # and a dead letter names it.
         self._training_run_id: UUID | None = None
+        self._training: workflow.ActivityHandle[TrainedModel] | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> PipelineProgress:
@@ -173,6 +178,11 @@ class RetrainingPipeline:
                 training_run_id=self._training_run_id,
                 dead_letter_id=letter.dead_letter_id,
             )
+        except asyncio.CancelledError:
+            # Cancelled from Temporal (UI, CLI): the cleanup below still runs activities.
+            if workflow.patched(CANCEL_CLEANUP_PATCH):
+                await self._cancel_training(params.tenant_id)
+            raise
         finally:
             renewal.cancel()
             self._step = "releasing the tenant lock"
@@ -296,6 +306,30 @@ class RetrainingPipeline:
             **found,
         )
 
+    async def _cancel_training(self, tenant: UUID) -> None:
+        """The pipeline is being cancelled: stop the training step (and wait until it has),
+        then cancel the run's job and mark the run CANCELLED, so nothing keeps the tenant
+        blocked. Nothing to do before training began."""
+        if self._training_run_id is None:
+            return
+        self._step = "cancelling the training run"
+        training = self._training
+        if training is not None and not training.done():
+            training.cancel()
+            with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                await training  # it ends cancelled; the cleanup below is what matters
+        await workflow.execute_activity(
+            ActivityName.CANCEL_TRAINING,
+            CancelTrainingInput(
+                tenant_id=tenant,
+                training_run_id=self._training_run_id,
+                reason=f"pipeline {workflow.info().workflow_id}/{workflow.info().run_id}"
+                " was cancelled",
+            ),
+            start_to_close_timeout=SHORT_STEP,
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+
     async def _start_evaluation(self, tenant: UUID, model_version_id: UUID) -> None:
         """Start the version's ShadowEvaluation as a detached child: it outlives this run
         (ParentClosePolicy.ABANDON), and its deterministic id makes a second start a no-op."""
@@ -322,6 +356,7 @@ class RetrainingPipeline:
             # On a callback short-cut, wait until the polling step has really stopped.
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
+        self._training = handle
         await workflow.wait_condition(lambda: handle.done() or self._called_back() is not None)
         if handle.done():
             trained: TrainedModel = handle.result()

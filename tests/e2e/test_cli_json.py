@@ -262,6 +262,10 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     assert status["progress"]["result"] == status["result"] == started["result"]
     runs = await listed_within(env, "runs", "pipeline", "list", "--tenant", str(tenant))
     covered.add(("pipeline", "list"))
+    reaped = await run("pipeline", "reap", "--tenant", str(tenant))
+    assert reaped == {
+        "tenants": [{"tenant_id": str(tenant), "failed_runs": [], "lease_broken": None}]
+    }
     assert [(r["workflow_id"], r["status"]) for r in runs["runs"]] == [
         (f"retrain/{tenant}", "COMPLETED")
     ]

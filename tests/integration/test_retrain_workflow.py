@@ -12,12 +12,14 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from redis.asyncio import Redis
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from adapters.redis_mutex import Lease, TenantMutex
 from domain.pipeline import (
     ActivityName,
     AuditInput,
@@ -47,6 +49,7 @@ from domain.pipeline import (
 from domain.policies import cooldown_active
 from domain.promotion import shadow_evaluation_workflow_id
 from domain.training import TrainedModel
+from settings import Settings
 from workflows.promotion import ShadowEvaluation
 from workflows.retrain import PIPELINE_RETRY, RetrainingPipeline
 
@@ -373,3 +376,46 @@ async def test_a_verified_callback_short_cuts_polling(env: WorkflowEnvironment) 
     result = await run_pipeline(env, world, signal=callback)
     assert result.outcome is PipelineOutcome.SUCCEEDED_SHADOW
     assert result.artifact_sha256 == "c" * 64
+
+
+@dataclass
+class LostGrant(World):
+    """The lock step against the real Redis mutex, whose first answer is lost: Redis granted
+    the lease, then the worker died before the activity completed (issue 11, item 2)."""
+
+    mutex: TenantMutex | None = None
+    granted: list[Lease] = field(default_factory=list)
+
+    @activity.defn(name=ActivityName.ACQUIRE_LOCK)
+    async def acquire(self, request: LockRequest) -> LockResult:
+        assert self.mutex is not None
+        self.calls.append("acquire")
+        lease = await self.mutex.acquire(request.tenant_id, request.holder)
+        if lease is None:
+            return LockResult(lease=None)
+        self.granted.append(lease)
+        if activity.info().attempt == 1:
+            raise RuntimeError("the worker died before the activity completed")
+        return LockResult(
+            lease=LeaseInfo(
+                tenant_id=lease.tenant_id, token=lease.token, fence=lease.fence, holder=lease.holder
+            )
+        )
+
+
+async def test_a_retried_lock_acquire_gets_its_own_lease_back(env: WorkflowEnvironment) -> None:
+    redis = Redis.from_url(Settings().redis_url)
+    prefix = f"rai-test:{uuid4()}:"
+    try:
+        world = LostGrant(mutex=TenantMutex(redis, key_prefix=prefix))
+        result = await run_pipeline(env, world)
+    finally:
+        stale = [key async for key in redis.scan_iter(match=f"{prefix}*")]
+        if stale:
+            await redis.delete(*stale)
+        await redis.aclose()
+    assert result.outcome is PipelineOutcome.SUCCEEDED_SHADOW, result.detail
+    first, retried = world.granted
+    assert (retried.token, retried.fence) == (first.token, first.fence)
+    assert world.calls[:3] == ["acquire", "acquire", "preconditions"]
+    assert [lease.fence for lease in world.released] == [first.fence]

@@ -89,8 +89,14 @@ class Runs:
     async def mark_running(self, tenant_id: UUID, training_run_id: UUID, job_name: str) -> None:
         self.running.append(job_name)
 
-    async def finish_run(self, tenant_id: UUID, training_run_id: UUID, status: str) -> None:
+    async def run_job(self, tenant_id: UUID, training_run_id: UUID) -> str | None:
+        return self.running[-1] if self.running else None
+
+    async def finish_run(
+        self, tenant_id: UUID, training_run_id: UUID, status: str, *, reason: str | None = None
+    ) -> bool:
         self.finished.append(status)
+        return True
 
 
 @dataclass
