@@ -214,7 +214,7 @@ async def start_pipeline(
     trigger: str = "manual",
     reference_season: str | None = None,
     current_season: str | None = None,
-    training_heartbeat_seconds: float = 60.0,
+    training_heartbeat_seconds: float = 10.0,
 ) -> Started:
     workflow_id = pipeline_workflow_id(tenant_id)
     try:

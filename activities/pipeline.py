@@ -13,6 +13,7 @@ from typing import Any
 from temporalio import activity
 
 from activities.failures import step_failures
+from activities.heartbeats import heartbeating
 from domain.pipeline import (
     ActivityName,
     AuditInput,
@@ -105,17 +106,19 @@ class PipelineActivities:
 
     @activity.defn(name=ActivityName.ANALYZE_DRIFT)
     async def analyze_drift(self, request: DriftInput) -> DriftOutput:
-        with step_failures():
-            return await self._drift.check(
-                request.tenant_id, request.reference_season, request.current_season
-            )
+        async with heartbeating():
+            with step_failures():
+                return await self._drift.check(
+                    request.tenant_id, request.reference_season, request.current_season
+                )
 
     @activity.defn(name=ActivityName.SNAPSHOT_DATASET)
     async def snapshot_dataset(self, request: SnapshotInput) -> SnapshotOutput:
-        with step_failures():
-            return await self._pipeline.snapshot(
-                request.tenant_id, request.training_run_id, request.season
-            )
+        async with heartbeating():
+            with step_failures():
+                return await self._pipeline.snapshot(
+                    request.tenant_id, request.training_run_id, request.season
+                )
 
     @activity.defn(name=ActivityName.TRAIN_MODEL)
     async def train_model(self, request: TrainInput) -> TrainedModel:
@@ -141,15 +144,17 @@ class PipelineActivities:
 
     @activity.defn(name=ActivityName.REGISTER_MODEL)
     async def register_model(self, request: RegisterInput) -> RegisterOutput:
-        with step_failures():
-            return await self._training.register(request)
+        async with heartbeating():
+            with step_failures():
+                return await self._training.register(request)
 
     @activity.defn(name=ActivityName.AUDIT_MODEL)
     async def audit_model(self, request: AuditInput) -> AuditOutput:
-        with step_failures():
-            return await self._audits.audit_model(
-                request.tenant_id, request.model_version_id, request.season
-            )
+        async with heartbeating():
+            with step_failures():
+                return await self._audits.audit_model(
+                    request.tenant_id, request.model_version_id, request.season
+                )
 
     @activity.defn(name=ActivityName.PROMOTE_TO_SHADOW)
     async def promote_to_shadow(self, request: PromoteInput) -> None:

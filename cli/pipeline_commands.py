@@ -101,7 +101,8 @@ def run_start(args: argparse.Namespace, settings: Settings) -> int:
             return started, (await started.handle.result() if args.wait else None)
 
     started, result = asyncio.run(start())
-    code = 1 if result and result.outcome is PipelineOutcome.FAILED_DEAD_LETTERED else 0
+    failed = (PipelineOutcome.FAILED_DEAD_LETTERED, PipelineOutcome.FAILED_LEASE_LOST)
+    code = 1 if result and result.outcome in failed else 0
     if args.json:
         print_json(
             {

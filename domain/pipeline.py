@@ -38,6 +38,9 @@ class PipelineOutcome(StrEnum):
     SKIPPED_ACTIVE_RUN = "SKIPPED_ACTIVE_RUN"
     SKIPPED_COOLDOWN = "SKIPPED_COOLDOWN"
     FAILED_DEAD_LETTERED = "FAILED_DEAD_LETTERED"
+    # The tenant lease could not be renewed (lost, or Redis gone past the retry budget): the
+    # pipeline stopped before its next write; the fencing token keeps its later writes out.
+    FAILED_LEASE_LOST = "FAILED_LEASE_LOST"
 
 
 class PipelineInput(_Message):
@@ -50,7 +53,12 @@ class PipelineInput(_Message):
     # Where drift analysis runs (M6); tests give each run queues of its own.
     drift_task_queue: str = DRIFT_QUEUE
     # How long a silent training step may go before Temporal retries it on another worker.
-    training_heartbeat_seconds: float = Field(default=60.0, gt=0)
+    training_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # The same for every other step that can outlast a few seconds (drift, snapshot,
+    # registration, bias audit): a killed worker costs about this long, not the step's timeout.
+    step_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # How often the pipeline renews its tenant lease (well inside the lease's TTL).
+    lease_renewal_seconds: float = Field(default=900.0, gt=0)
 
 
 class PipelineResult(_Message):

@@ -72,6 +72,8 @@ START_EVALUATION_PATCH = "start-shadow-evaluation"
 CHECKPOINT_PATCH = "checkpoint-audit-chain"
 # Histories recorded before a cancelled pipeline cancelled its training run and job.
 CANCEL_CLEANUP_PATCH = "cancel-training-on-cancel"
+# Histories recorded before a lost lease stopped the pipeline and the long steps heartbeated.
+LEASE_GUARD_PATCH = "stop-on-lost-lease-and-heartbeat-steps"
 PIPELINE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -88,7 +90,6 @@ BOOKKEEPING_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 SHORT_STEP = timedelta(minutes=2)
-LEASE_RENEWAL_INTERVAL = timedelta(minutes=15)
 TRAINING_TIMEOUT = timedelta(hours=12)
 
 
@@ -110,6 +111,10 @@ def failure_message(error: ActivityError) -> str:
     return f"{kind}: {message}"
 
 
+class LeaseLost(Exception):
+    """The pipeline's tenant lease is gone: stop before the next write."""
+
+
 @workflow.defn(name="RetrainingPipeline")
 class RetrainingPipeline:
     def __init__(self) -> None:
@@ -120,6 +125,11 @@ class RetrainingPipeline:
         # and a dead letter names it.
         self._training_run_id: UUID | None = None
         self._training: workflow.ActivityHandle[TrainedModel] | None = None
+        # Set (by the renewal task) once the tenant lease is lost; the pipeline then stops
+        # before its next write. Only for executions that began with LEASE_GUARD_PATCH.
+        self._guarded = False
+        self._lease_lost: str | None = None
+        self._step_heartbeat: timedelta | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> PipelineProgress:
@@ -136,6 +146,9 @@ class RetrainingPipeline:
     @workflow.run
     async def run(self, params: PipelineInput) -> PipelineResult:
         info = workflow.info()
+        self._guarded = workflow.patched(LEASE_GUARD_PATCH)
+        if self._guarded:
+            self._step_heartbeat = timedelta(seconds=params.step_heartbeat_seconds)
         self._step = "acquiring the tenant lock"
         lock = await workflow.execute_activity(
             ActivityName.ACQUIRE_LOCK,
@@ -153,9 +166,19 @@ class RetrainingPipeline:
                 )
             )
         lease = lock.lease
-        renewal = asyncio.create_task(self._keep_lease(lease))
+        renewal = asyncio.create_task(
+            self._keep_lease(lease, timedelta(seconds=params.lease_renewal_seconds))
+        )
         try:
             result = await self._pipeline(params, lease)
+        except LeaseLost as lost:
+            await self._cancel_training(params.tenant_id, reason=str(lost))
+            result = PipelineResult(
+                tenant_id=params.tenant_id,
+                outcome=PipelineOutcome.FAILED_LEASE_LOST,
+                detail=str(lost),
+                training_run_id=self._training_run_id,
+            )
         except ActivityError as error:
             self._step = "dead-lettering"
             letter = await workflow.execute_activity(
@@ -181,7 +204,10 @@ class RetrainingPipeline:
         except asyncio.CancelledError:
             # Cancelled from Temporal (UI, CLI): the cleanup below still runs activities.
             if workflow.patched(CANCEL_CLEANUP_PATCH):
-                await self._cancel_training(params.tenant_id)
+                await self._cancel_training(
+                    params.tenant_id,
+                    reason=f"pipeline {info.workflow_id}/{info.run_id} was cancelled",
+                )
             raise
         finally:
             renewal.cancel()
@@ -218,6 +244,7 @@ class RetrainingPipeline:
             result_type=DriftOutput,
             task_queue=params.drift_task_queue,
             start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=self._step_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
         found = {
@@ -234,12 +261,14 @@ class RetrainingPipeline:
             return PipelineResult(tenant_id=tenant, outcome=outcome, detail=drift.detail, **found)
 
         run_id = workflow.uuid4()
+        self._check_lease()
         self._step = "snapshotting the training data"
         snapshot = await workflow.execute_activity(
             ActivityName.SNAPSHOT_DATASET,
             SnapshotInput(tenant_id=tenant, training_run_id=run_id, season=drift.current_season),
             result_type=SnapshotOutput,
             start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=self._step_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
         train = TrainInput(
@@ -252,11 +281,13 @@ class RetrainingPipeline:
             dataset_sha256=snapshot.dataset_sha256,
         )
         self._training_run_id = run_id
+        self._check_lease()
         self._step = "training"
         training = await self._train(
             train, heartbeat_timeout=timedelta(seconds=params.training_heartbeat_seconds)
         )
 
+        self._check_lease()
         self._step = "registering the model"
         registered = await workflow.execute_activity(
             ActivityName.REGISTER_MODEL,
@@ -273,8 +304,10 @@ class RetrainingPipeline:
             ),
             result_type=RegisterOutput,
             start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=self._step_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
+        self._check_lease()
         self._step = "auditing for bias"
         audit = await workflow.execute_activity(
             ActivityName.AUDIT_MODEL,
@@ -285,8 +318,10 @@ class RetrainingPipeline:
             ),
             result_type=AuditOutput,
             start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=self._step_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
+        self._check_lease()
         self._step = "promoting to shadow"
         await workflow.execute_activity(
             ActivityName.PROMOTE_TO_SHADOW,
@@ -295,6 +330,7 @@ class RetrainingPipeline:
             retry_policy=PIPELINE_RETRY,
         )
         if workflow.patched(START_EVALUATION_PATCH):
+            self._check_lease()
             await self._start_evaluation(tenant, registered.model_version_id)
         return PipelineResult(
             tenant_id=tenant,
@@ -306,7 +342,7 @@ class RetrainingPipeline:
             **found,
         )
 
-    async def _cancel_training(self, tenant: UUID) -> None:
+    async def _cancel_training(self, tenant: UUID, *, reason: str) -> None:
         """The pipeline is being cancelled: stop the training step (and wait until it has),
         then cancel the run's job and mark the run CANCELLED, so nothing keeps the tenant
         blocked. Nothing to do before training began."""
@@ -323,8 +359,7 @@ class RetrainingPipeline:
             CancelTrainingInput(
                 tenant_id=tenant,
                 training_run_id=self._training_run_id,
-                reason=f"pipeline {workflow.info().workflow_id}/{workflow.info().run_id}"
-                " was cancelled",
+                reason=reason,
             ),
             start_to_close_timeout=SHORT_STEP,
             retry_policy=BOOKKEEPING_RETRY,
@@ -357,10 +392,14 @@ class RetrainingPipeline:
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         self._training = handle
-        await workflow.wait_condition(lambda: handle.done() or self._called_back() is not None)
+        await workflow.wait_condition(
+            lambda: handle.done() or self._called_back() is not None or self._lease_lost is not None
+        )
         if handle.done():
             trained: TrainedModel = handle.result()
             return trained
+        if self._lease_lost is not None and self._called_back() is None:
+            raise LeaseLost(self._lease_lost)  # the cleanup cancels the training step
         handle.cancel()
         try:
             await handle
@@ -380,19 +419,39 @@ class RetrainingPipeline:
             return None  # a late callback of an earlier run of this workflow id
         return callback.trained()
 
-    async def _keep_lease(self, lease: LeaseInfo) -> None:
+    def _check_lease(self) -> None:
+        """Stop before the next write once the lease is lost (LEASE_GUARD_PATCH)."""
+        if self._lease_lost is not None:
+            raise LeaseLost(self._lease_lost)
+
+    async def _keep_lease(self, lease: LeaseInfo, every: timedelta) -> None:
         while True:
-            await workflow.sleep(LEASE_RENEWAL_INTERVAL)
-            renewed = await workflow.execute_activity(
-                ActivityName.RENEW_LOCK,
-                lease,
-                result_type=bool,
-                start_to_close_timeout=SHORT_STEP,
-                retry_policy=PIPELINE_RETRY,
-            )
+            await workflow.sleep(every)
+            try:
+                renewed = await workflow.execute_activity(
+                    ActivityName.RENEW_LOCK,
+                    lease,
+                    result_type=bool,
+                    start_to_close_timeout=SHORT_STEP,
+                    retry_policy=PIPELINE_RETRY,
+                )
+            except ActivityError as error:
+                if not self._guarded:
+                    raise
+                self._lease_lost = (
+                    f"the tenant lease (fence {lease.fence}) could not be renewed:"
+                    f" {failure_message(error)}"
+                )
+                workflow.logger.warning("%s", self._lease_lost)
+                return
             if not renewed:
                 # The fencing token keeps a lost lease from writing; say so in the history.
                 workflow.logger.warning("tenant lock lease %s was lost", lease.fence)
+                if self._guarded:
+                    self._lease_lost = (
+                        f"the tenant lease (fence {lease.fence}) was lost: it expired or"
+                        " another holder took it"
+                    )
                 return
 
     async def _finish(self, result: PipelineResult) -> PipelineResult:

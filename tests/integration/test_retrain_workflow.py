@@ -24,6 +24,7 @@ from domain.pipeline import (
     ActivityName,
     AuditInput,
     AuditOutput,
+    CancelTrainingInput,
     CheckpointInput,
     DeadLetterInput,
     DeadLetterOutput,
@@ -75,6 +76,8 @@ class World:
     train_waits_for_cancel: bool = False
     promote_refuses: bool = False
     checkpoint_refuses: bool = False
+    renewal: str = "renewed"  # or "lost" (False), or "unreachable" (the step fails)
+    cancelled: list[CancelTrainingInput] = field(default_factory=list)
     rollback_at: datetime | None = None
     calls: list[str] = field(default_factory=list)
     train_attempt_times: list[datetime] = field(default_factory=list)
@@ -99,7 +102,9 @@ class World:
     @activity.defn(name=ActivityName.RENEW_LOCK)
     async def renew(self, lease: LeaseInfo) -> bool:
         self.calls.append("renew")
-        return True
+        if self.renewal == "unreachable":
+            raise RuntimeError("Redis is gone")
+        return self.renewal == "renewed"
 
     @activity.defn(name=ActivityName.RELEASE_LOCK)
     async def release(self, lease: LeaseInfo) -> None:
@@ -194,8 +199,13 @@ class World:
                 non_retryable=True,
             )
 
+    @activity.defn(name=ActivityName.CANCEL_TRAINING)
+    async def cancel_training(self, request: CancelTrainingInput) -> None:
+        self.cancelled.append(request)
+
     def activities(self) -> list[Callable[..., Any]]:
         return [
+            self.cancel_training,
             self.acquire,
             self.renew,
             self.release,
@@ -213,7 +223,11 @@ class World:
 
 
 async def run_pipeline(
-    env: WorkflowEnvironment, world: World, *, signal: TrainingOutcome | None = None
+    env: WorkflowEnvironment,
+    world: World,
+    *,
+    signal: TrainingOutcome | None = None,
+    lease_renewal_seconds: float = 900.0,
 ) -> PipelineResult:
     queue, drift_queue = f"train-{uuid.uuid4()}", f"drift-{uuid.uuid4()}"
     tenant = uuid4()
@@ -234,7 +248,10 @@ async def run_pipeline(
         ] = await env.client.start_workflow(
             RetrainingPipeline.run,
             PipelineInput(
-                tenant_id=tenant, drift_task_queue=drift_queue, training_heartbeat_seconds=2
+                tenant_id=tenant,
+                drift_task_queue=drift_queue,
+                training_heartbeat_seconds=2,
+                lease_renewal_seconds=lease_renewal_seconds,
             ),
             id=f"retrain/{tenant}",
             task_queue=queue,
@@ -419,3 +436,22 @@ async def test_a_retried_lock_acquire_gets_its_own_lease_back(env: WorkflowEnvir
     assert (retried.token, retried.fence) == (first.token, first.fence)
     assert world.calls[:3] == ["acquire", "acquire", "preconditions"]
     assert [lease.fence for lease in world.released] == [first.fence]
+
+
+@pytest.mark.parametrize("renewal", ["lost", "unreachable"])
+async def test_a_lost_lease_stops_the_run(env: WorkflowEnvironment, renewal: str) -> None:
+    """Issue 11, item 3: the lease cannot be renewed while training runs; the pipeline stops
+    before its next write (no registration), cancels the training run and says why."""
+    world = World(train_waits_for_cancel=True, renewal=renewal)
+    result = await run_pipeline(env, world, lease_renewal_seconds=5)
+    assert result.outcome is PipelineOutcome.FAILED_LEASE_LOST, result
+    assert (
+        "could not be renewed" in result.detail
+        if renewal == "unreachable"
+        else ("was lost" in result.detail)
+    )
+    assert "register" not in world.calls
+    assert [c.training_run_id for c in world.cancelled] == [result.training_run_id]
+    assert world.outcomes == [result]
+    assert len(world.released) == 1
+    assert world.dead_letters == []
