@@ -43,6 +43,19 @@ class PipelineOutcome(StrEnum):
     FAILED_LEASE_LOST = "FAILED_LEASE_LOST"
 
 
+DEAD_LETTER_TEXT_LIMIT = 4000  # characters of an error a dead letter keeps
+
+
+def sanitised_text(text: str, limit: int = DEAD_LETTER_TEXT_LIMIT) -> str:
+    """``text`` as a dead letter stores it: NUL bytes (which Postgres text refuses) and other
+    control characters but newline and tab shown as ``\\xNN``, at most ``limit`` characters
+    (an ellipsis marks a cut), so what a failure said can never make its recording fail."""
+    cleaned = "".join(c if c in "\n\t" or c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    if len(cleaned) > limit:
+        return cleaned[: limit - 1] + "…"
+    return cleaned
+
+
 class PipelineInput(_Message):
     tenant_id: UUID
     trigger: str = "manual"

@@ -25,6 +25,7 @@ from domain.pipeline import (
     PipelineResult,
     PreconditionsResult,
     SnapshotOutput,
+    sanitised_text,
 )
 from domain.policies import cooldown_active, cooldown_ends_at
 from services.drift import DriftAnalysisService, Window
@@ -290,8 +291,9 @@ class PipelineService:
         attempts: int,
         training_run_id: UUID | None,
     ) -> UUID:
+        error, workflow_id = sanitised_text(error), sanitised_text(workflow_id, 500)
         if training_run_id is not None:
-            await self.finish_run(tenant_id, training_run_id, "FAILED")
+            await self.finish_run(tenant_id, training_run_id, "FAILED", reason=error)
         async with self._db.transaction(tenant_id) as conn:
             letter_id: UUID = await conn.fetchval(
                 "INSERT INTO dead_letters (tenant_id, queue, workflow_id, error, attempts)"
@@ -308,7 +310,7 @@ class PipelineService:
                 "pipeline.dead_letter",
                 str(letter_id),
                 "DEAD_LETTERED",
-                {"workflow_id": workflow_id, "attempts": attempts, "error": error[:2000]},
+                {"workflow_id": workflow_id, "attempts": attempts, "error": error},
             )
         return letter_id
 

@@ -74,6 +74,8 @@ CHECKPOINT_PATCH = "checkpoint-audit-chain"
 CANCEL_CLEANUP_PATCH = "cancel-training-on-cancel"
 # Histories recorded before a lost lease stopped the pipeline and the long steps heartbeated.
 LEASE_GUARD_PATCH = "stop-on-lost-lease-and-heartbeat-steps"
+# Histories recorded before the dead letter had a bounded number of attempts.
+BOUNDED_DEAD_LETTER_PATCH = "bounded-dead-letter"
 PIPELINE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -88,6 +90,14 @@ BOOKKEEPING_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=0,
+)
+# The dead letter retries a bounded number of times (its content is sanitised, so only an
+# outage can fail it); the lease is released whatever happens.
+DEAD_LETTER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
 )
 SHORT_STEP = timedelta(minutes=2)
 TRAINING_TIMEOUT = timedelta(hours=12)
@@ -180,27 +190,7 @@ class RetrainingPipeline:
                 training_run_id=self._training_run_id,
             )
         except ActivityError as error:
-            self._step = "dead-lettering"
-            letter = await workflow.execute_activity(
-                ActivityName.DEAD_LETTER,
-                DeadLetterInput(
-                    tenant_id=params.tenant_id,
-                    workflow_id=info.workflow_id,
-                    error=failure_message(error),
-                    attempts=attempts_made(error),
-                    training_run_id=self._training_run_id,
-                ),
-                result_type=DeadLetterOutput,
-                start_to_close_timeout=SHORT_STEP,
-                retry_policy=BOOKKEEPING_RETRY,
-            )
-            result = PipelineResult(
-                tenant_id=params.tenant_id,
-                outcome=PipelineOutcome.FAILED_DEAD_LETTERED,
-                detail=failure_message(error),
-                training_run_id=self._training_run_id,
-                dead_letter_id=letter.dead_letter_id,
-            )
+            result = await self._dead_letter(params, error)
         except asyncio.CancelledError:
             # Cancelled from Temporal (UI, CLI): the cleanup below still runs activities.
             if workflow.patched(CANCEL_CLEANUP_PATCH):
@@ -340,6 +330,46 @@ class RetrainingPipeline:
             model_version_id=registered.model_version_id,
             artifact_sha256=registered.artifact_sha256,
             **found,
+        )
+
+    async def _dead_letter(self, params: PipelineInput, error: ActivityError) -> PipelineResult:
+        """Write the dead letter of a step that gave up. Bounded (BOUNDED_DEAD_LETTER_PATCH):
+        a dead letter that cannot be written either still ends the run FAILED_DEAD_LETTERED,
+        without a letter id and saying why."""
+        info = workflow.info()
+        self._step = "dead-lettering"
+        bounded = workflow.patched(BOUNDED_DEAD_LETTER_PATCH)
+        detail = failure_message(error)
+        try:
+            letter = await workflow.execute_activity(
+                ActivityName.DEAD_LETTER,
+                DeadLetterInput(
+                    tenant_id=params.tenant_id,
+                    workflow_id=info.workflow_id,
+                    error=detail,
+                    attempts=attempts_made(error),
+                    training_run_id=self._training_run_id,
+                ),
+                result_type=DeadLetterOutput,
+                start_to_close_timeout=SHORT_STEP,
+                retry_policy=DEAD_LETTER_RETRY if bounded else BOOKKEEPING_RETRY,
+            )
+        except ActivityError as unwritten:
+            if not bounded:
+                raise
+            return PipelineResult(
+                tenant_id=params.tenant_id,
+                outcome=PipelineOutcome.FAILED_DEAD_LETTERED,
+                detail=f"{detail}; the dead letter could not be written:"
+                f" {failure_message(unwritten)}",
+                training_run_id=self._training_run_id,
+            )
+        return PipelineResult(
+            tenant_id=params.tenant_id,
+            outcome=PipelineOutcome.FAILED_DEAD_LETTERED,
+            detail=detail,
+            training_run_id=self._training_run_id,
+            dead_letter_id=letter.dead_letter_id,
         )
 
     async def _cancel_training(self, tenant: UUID, *, reason: str) -> None:

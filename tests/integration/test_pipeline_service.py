@@ -13,7 +13,7 @@ import pytest
 
 from adapters.objectstore import ObjectStoreError, S3Uri
 from domain.model_status import ModelStatus
-from domain.pipeline import PipelineOutcome, PipelineResult
+from domain.pipeline import DEAD_LETTER_TEXT_LIMIT, PipelineOutcome, PipelineResult
 from services.bias import BiasAuditService, Evaluation
 from services.errors import GovernanceRefusal, NotFoundError
 from services.pipeline import (
@@ -159,3 +159,25 @@ async def test_drift_compares_the_seasons_asked_for_or_the_two_newest(
     assert await service(env).drift_seasons(tenant, "2024", None) == ("2025", "2026")
     other = await env.tenant("other")
     assert await service(env).drift_seasons(other, None, None) is None
+
+
+async def test_a_dead_letter_is_written_whatever_the_error_says(services_env: ServicesEnv) -> None:
+    """Issue 11, item 5: NUL bytes (refused by Postgres text) and a huge message are sanitised
+    and bounded, so a dead letter cannot fail for its content."""
+    env = services_env
+    tenant = await env.tenant()
+    run = await start_run(env, tenant, fence=1)
+    error = "bad\x00byte\x07 " + "x" * 100_000
+    letter = await service(env).dead_letter(
+        tenant, workflow_id="retrain/\x00x", error=error, attempts=5, training_run_id=run
+    )
+    [listed] = await list_dead_letters(env.db, tenant, include_resolved=False)
+    assert listed.id == letter
+    assert listed.error.startswith("bad\\x00byte\\x07 xxx")
+    assert len(listed.error) == DEAD_LETTER_TEXT_LIMIT
+    assert listed.error.endswith("…")
+    assert listed.workflow_id == "retrain/\\x00x"
+    async with env.db.transaction(tenant) as conn:
+        assert (
+            await conn.fetchval("SELECT status FROM training_runs WHERE id = $1", run) == "FAILED"
+        )

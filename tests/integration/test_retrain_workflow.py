@@ -76,6 +76,8 @@ class World:
     train_waits_for_cancel: bool = False
     promote_refuses: bool = False
     checkpoint_refuses: bool = False
+    dead_letter_fails: bool = False
+    dead_letter_attempts: int = 0
     renewal: str = "renewed"  # or "lost" (False), or "unreachable" (the step fails)
     cancelled: list[CancelTrainingInput] = field(default_factory=list)
     rollback_at: datetime | None = None
@@ -180,6 +182,9 @@ class World:
 
     @activity.defn(name=ActivityName.DEAD_LETTER)
     async def dead_letter(self, request: DeadLetterInput) -> DeadLetterOutput:
+        if self.dead_letter_fails:
+            self.dead_letter_attempts += 1
+            raise RuntimeError("the database is down")
         self.dead_letters.append(request)
         return DeadLetterOutput(dead_letter_id=UUID(int=9))
 
@@ -455,3 +460,19 @@ async def test_a_lost_lease_stops_the_run(env: WorkflowEnvironment, renewal: str
     assert world.outcomes == [result]
     assert len(world.released) == 1
     assert world.dead_letters == []
+
+
+async def test_a_dead_letter_that_cannot_be_written_does_not_hang_the_run(
+    env: WorkflowEnvironment,
+) -> None:
+    """Issue 11, item 5: the dead-letter step retries a bounded number of times; the run then
+    ends FAILED_DEAD_LETTERED saying so, and the lease is released."""
+    world = World(training_fails=True, dead_letter_fails=True)
+    result = await run_pipeline(env, world)
+    assert result.outcome is PipelineOutcome.FAILED_DEAD_LETTERED
+    assert result.dead_letter_id is None
+    assert "the dead letter could not be written" in result.detail
+    assert "the GPU caught fire" in result.detail
+    assert world.dead_letter_attempts == 10
+    assert len(world.released) == 1
+    assert world.outcomes == [result]
