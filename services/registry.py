@@ -9,7 +9,7 @@ because it is in a table.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -36,6 +36,9 @@ from services.errors import (
 )
 from services.platform import active_public_key, require_platform_key
 from services.ports import ObjectStorePort
+
+# Work done inside a registration's transaction (see ``register_model``).
+InTransaction = Callable[[asyncpg.Connection], Awaitable[object]]
 
 
 class Row(Protocol):
@@ -113,9 +116,13 @@ class ModelRegistryService:
         self._store = store
         self._platform = platform
 
-    async def register_model(self, tenant_id: UUID, request: RegisterModel) -> RegisteredModel:
+    async def register_model(
+        self, tenant_id: UUID, request: RegisterModel, *, also: InTransaction | None = None
+    ) -> RegisteredModel:
         """Register the artifact as the next version of ``model_name``, chained to the newest
-        version of that model (its parent in the lineage)."""
+        version of that model (its parent in the lineage). ``also`` runs in the same
+        transaction, before the version is inserted (the pipeline marks the training run
+        SUCCEEDED there: both happen, or neither)."""
         try:
             uri = S3Uri.parse(request.artifact_uri)
         except InvalidS3UriError as exc:
@@ -142,6 +149,8 @@ class ModelRegistryService:
                 " ORDER BY version DESC LIMIT 1",
                 request.model_name,
             )
+            if also is not None:
+                await also(conn)
             version_id = uuid4()
             document = ModelVersionDocument(
                 id=version_id,

@@ -26,12 +26,14 @@ from datetime import timedelta
 from typing import Protocol
 from uuid import UUID
 
+import asyncpg
+
 from domain.holdout import DEFAULT_HOLDOUT_FRACTION
 from domain.jobs import JobOrigin, JobRunner, JobSpec, JobState, job_attempt, job_name_for
 from domain.pipeline import RegisterInput, RegisterOutput, TrainInput
 from domain.signing import Signer
 from domain.training import CALLBACK_KEY_ENV, EXTRA_SECONDS_ENV, TrainedModel, TrainingJobArgs
-from services.registry import RegisteredModel, RegisterModel
+from services.registry import InTransaction, RegisteredModel, RegisterModel
 from settings import Settings
 
 _CALLBACK_KEY_CONTEXT = b"rai-level-d/callback-key/"
@@ -107,6 +109,15 @@ class TrainingRuns(Protocol):
 
     async def run_job(self, tenant_id: UUID, training_run_id: UUID) -> str | None: ...
 
+    async def finish_run_in(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: UUID,
+        training_run_id: UUID,
+        status: str,
+        reason: str | None = None,
+    ) -> bool: ...
+
 
 class ModelRegistrar(Protocol):
     """The registration training needs (:class:`services.registry.ModelRegistryService`)."""
@@ -115,7 +126,9 @@ class ModelRegistrar(Protocol):
         self, tenant_id: UUID, training_run_id: UUID
     ) -> RegisteredModel | None: ...
 
-    async def register_model(self, tenant_id: UUID, request: RegisterModel) -> RegisteredModel: ...
+    async def register_model(
+        self, tenant_id: UUID, request: RegisterModel, *, also: InTransaction | None = None
+    ) -> RegisteredModel: ...
 
 
 class TrainingService:
@@ -231,11 +244,17 @@ class TrainingService:
         await self._runs.finish_run(tenant_id, training_run_id, "CANCELLED", reason=reason)
 
     async def register(self, request: RegisterInput) -> RegisterOutput:
-        """The run succeeded: record it, and register its model (a retry finds the version the
-        run already produced)."""
-        await self._runs.finish_run(request.tenant_id, request.training_run_id, "SUCCEEDED")
+        """The run succeeded: register its model and mark the run SUCCEEDED in one transaction
+        (a run is SUCCEEDED only with its model; a registration that fails leaves it RUNNING
+        for the dead letter to fail with the reason). A retry finds the version the run already
+        produced."""
+        tenant, run = request.tenant_id, request.training_run_id
+
+        async def succeeded(conn: asyncpg.Connection) -> None:
+            await self._runs.finish_run_in(conn, tenant, run, "SUCCEEDED")
+
         model = await self._registry.version_of_training_run(
-            request.tenant_id, request.training_run_id
+            tenant, run
         ) or await self._registry.register_model(
             request.tenant_id,
             RegisterModel(
@@ -248,6 +267,7 @@ class TrainingService:
                 drift_report_id=request.drift_report_id,
                 metrics=request.metrics,
             ),
+            also=succeeded,
         )
         return RegisterOutput(
             model_version_id=model.id, version=model.version, artifact_sha256=model.artifact_sha256
