@@ -35,7 +35,9 @@ def register(groups: Any) -> None:
     add_json_flag(p)
     p.set_defaults(handler=run_start)
     p = commands.add_parser(
-        "status", help="the latest manually started run of the tenant (exit 3 if none)"
+        "status",
+        help="the tenant's latest run, manual or scheduled, with its Temporal link (exit 3 if"
+        " none)",
     )
     p.add_argument("--tenant", required=True, type=parse_tenant)
     add_json_flag(p)
