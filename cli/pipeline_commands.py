@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cli.common import app_database, object_store, parse_tenant, temporal
+from cli.common import app_database, object_store, parse_tenant, run_with_temporal, temporal
 from cli.errors import ServiceUnavailable
 from cli.output import add_json_flag, print_json
 from domain.pipeline import PipelineOutcome, PipelineResult
 from settings import Settings
 from starter import (
     PipelineStatus,
-    Started,
     WorkflowRun,
     list_pipeline_runs,
     pipeline_status,
     start_pipeline,
 )
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 
 def register(groups: Any) -> None:
@@ -88,29 +90,30 @@ def print_result(result: PipelineResult) -> None:
 
 
 def run_start(args: argparse.Namespace, settings: Settings) -> int:
-    async def start() -> tuple[Started, PipelineResult | None]:
-        async with temporal(settings) as client:
-            started = await start_pipeline(
-                client,
-                settings,
-                args.tenant,
-                reference_season=args.reference_season,
-                current_season=args.current_season,
-            )
-            if not args.json:
-                print(f"workflow       {started.workflow_id} (run {started.run_id})")
-                print(f"temporal ui    {started.ui_link}", flush=True)
-            return started, (await started.handle.result() if args.wait else None)
+    async def start(client: Client) -> tuple[str, str, str, PipelineResult | None]:
+        started = await start_pipeline(
+            client,
+            settings,
+            args.tenant,
+            reference_season=args.reference_season,
+            current_season=args.current_season,
+        )
+        if not args.json:
+            print(f"workflow       {started.workflow_id} (run {started.run_id})")
+            print(f"temporal ui    {started.ui_link}", flush=True)
+        result = await started.handle.result() if args.wait else None
+        # Plain data only: the handle holds the client, which must not outlive this call.
+        return started.workflow_id, started.run_id, started.ui_link, result
 
-    started, result = asyncio.run(start())
+    workflow_id, run_id, ui_link, result = run_with_temporal(settings, start)
     failed = (PipelineOutcome.FAILED_DEAD_LETTERED, PipelineOutcome.FAILED_LEASE_LOST)
     code = 1 if result and result.outcome in failed else 0
     if args.json:
         print_json(
             {
-                "workflow_id": started.workflow_id,
-                "run_id": started.run_id,
-                "ui_link": started.ui_link,
+                "workflow_id": workflow_id,
+                "run_id": run_id,
+                "ui_link": ui_link,
                 "result": result,
             }
         )
@@ -120,11 +123,10 @@ def run_start(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    async def status() -> PipelineStatus:
-        async with temporal(settings) as client:
-            return await pipeline_status(client, settings, args.tenant)
+    async def status(client: Client) -> PipelineStatus:
+        return await pipeline_status(client, settings, args.tenant)
 
-    found = asyncio.run(status())
+    found = run_with_temporal(settings, status)
     if args.json:
         print_json(
             {
@@ -150,11 +152,10 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def listing() -> list[WorkflowRun]:
-        async with temporal(settings) as client:
-            return await list_pipeline_runs(client, settings, args.tenant, limit=args.limit)
+    async def listing(client: Client) -> list[WorkflowRun]:
+        return await list_pipeline_runs(client, settings, args.tenant, limit=args.limit)
 
-    runs = asyncio.run(listing())
+    runs = run_with_temporal(settings, listing)
     if args.json:
         print_json({"runs": runs})
         return 0
