@@ -9,6 +9,7 @@ because it is in a table.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -110,11 +111,24 @@ def bias_audit_document(row: Row) -> BiasAuditDocument:
     )
 
 
+# How long registration waits for an artifact that is not there yet: some S3 stores answer a
+# HEAD right after the write with 404 (read-after-write lag). Then the refusal is final.
+ARTIFACT_LOOKUPS = (0.0, 0.5, 1.0, 2.0, 4.0)  # seconds before each HEAD
+
+
 class ModelRegistryService:
-    def __init__(self, db: Database, store: ObjectStorePort, platform: Signer) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStorePort,
+        platform: Signer,
+        *,
+        artifact_lookups: tuple[float, ...] = ARTIFACT_LOOKUPS,
+    ) -> None:
         self._db = db
         self._store = store
         self._platform = platform
+        self._artifact_lookups = artifact_lookups or (0.0,)
 
     async def register_model(
         self, tenant_id: UUID, request: RegisterModel, *, also: InTransaction | None = None
@@ -127,9 +141,17 @@ class ModelRegistryService:
             uri = S3Uri.parse(request.artifact_uri)
         except InvalidS3UriError as exc:
             raise GovernanceRefusal(f"artifact_uri: {exc}") from exc
-        info = await self._store.head(uri.bucket, uri.key, uri.version_id)
+        info = None
+        for pause in self._artifact_lookups:  # a 404 right after the write is transient
+            await asyncio.sleep(pause)
+            info = await self._store.head(uri.bucket, uri.key, uri.version_id)
+            if info is not None:
+                break
         if info is None:
-            raise ArtifactMissingError(f"artifact {request.artifact_uri} does not exist")
+            raise ArtifactMissingError(
+                f"artifact {request.artifact_uri} does not exist"
+                f" (looked {len(self._artifact_lookups)} times)"
+            )
         digest = await self._store.stream_sha256(uri.bucket, uri.key, info.version_id)
         expected = request.expected_artifact_sha256
         if expected is not None and digest.sha256_hex != expected:
