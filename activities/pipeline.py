@@ -108,8 +108,12 @@ class PipelineActivities:
     async def analyze_drift(self, request: DriftInput) -> DriftOutput:
         async with heartbeating():
             with step_failures():
+                info = activity.info()
                 return await self._drift.check(
-                    request.tenant_id, request.reference_season, request.current_season
+                    request.tenant_id,
+                    request.reference_season,
+                    request.current_season,
+                    pipeline_run=f"{info.workflow_id}/{info.workflow_run_id}",
                 )
 
     @activity.defn(name=ActivityName.SNAPSHOT_DATASET)

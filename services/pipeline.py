@@ -28,7 +28,7 @@ from domain.pipeline import (
     sanitised_text,
 )
 from domain.policies import cooldown_active, cooldown_ends_at
-from services.drift import DriftAnalysisService, Window
+from services.drift import DriftAnalysisService, Window, pipeline_report_id
 from services.errors import GovernanceRefusal, NotFoundError
 from services.ports import ObjectStorePort
 
@@ -334,8 +334,15 @@ class DriftCheck:
         self._drift = drift
 
     async def check(
-        self, tenant_id: UUID, reference: str | None, current: str | None
+        self,
+        tenant_id: UUID,
+        reference: str | None,
+        current: str | None,
+        *,
+        pipeline_run: str | None = None,
     ) -> DriftOutput:
+        """The drift verdict; ``pipeline_run`` (``{workflow id}/{run id}``) keys the run's one
+        report, so a retried step reuses it."""
         seasons = await self._pipeline.drift_seasons(tenant_id, reference, current)
         if seasons is None:
             return DriftOutput(
@@ -346,7 +353,12 @@ class DriftCheck:
                 detail="drift needs two seasons of events",
             )
         reference, current = seasons
-        report = await self._drift.generate_report(tenant_id, Window(reference), Window(current))
+        report = await self._drift.generate_report(
+            tenant_id,
+            Window(reference),
+            Window(current),
+            report_id=None if pipeline_run is None else pipeline_report_id(tenant_id, pipeline_run),
+        )
         return DriftOutput(
             report_id=report.id,
             verdict=report.result.verdict.value,

@@ -17,8 +17,10 @@ from adapters.objectstore import ObjectStoreError, S3Uri
 from domain.model_status import ModelStatus
 from domain.pipeline import DEAD_LETTER_TEXT_LIMIT, PipelineOutcome, PipelineResult, RegisterInput
 from services.bias import BiasAuditService, Evaluation
+from services.drift import DriftAnalysisService
 from services.errors import GovernanceRefusal, NotFoundError
 from services.pipeline import (
+    DriftCheck,
     PipelineService,
     StaleLeaseError,
     list_dead_letters,
@@ -262,3 +264,30 @@ async def test_a_run_succeeds_only_with_its_model(
             str(doomed),
         )
     assert reason == str(refused.value)
+
+
+async def test_a_retried_drift_step_reuses_the_report_of_its_run(
+    services_env: ServicesEnv,
+) -> None:
+    """Issue 11, item 7: one drift report per pipeline run, keyed so a retry finds it (the
+    snapshot and the registration are covered above: a retry finds what it wrote)."""
+    env = services_env
+    tenant = await env.tenant()
+    await env.seed_events(tenant, "2025", 200, seed=1)
+    await env.seed_events(tenant, "2026", 200, shift=0.15, seed=2)
+    check = DriftCheck(
+        service(env),
+        DriftAnalysisService(env.db, env.store, env.platform, bucket=env.registry_bucket),
+    )
+    first = await check.check(tenant, None, None, pipeline_run="retrain/t/run-1")
+    retried = await check.check(tenant, None, None, pipeline_run="retrain/t/run-1")
+    assert retried == first
+    assert first.report_id is not None
+    other = await check.check(tenant, None, None, pipeline_run="retrain/t/run-2")
+    assert other.report_id != first.report_id
+    async with env.db.transaction(tenant) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM drift_reports") == 2
+        checks = await conn.fetchval(
+            "SELECT count(*) FROM integrity_checks WHERE check_type = 'drift.report'"
+        )
+    assert checks == 2
