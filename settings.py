@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     # The HTTP API (``rai api``): event ingest and the jobs' completion callbacks.
     api_host: str = "127.0.0.1"
     api_port: int = 8088
+    # Metrics (adapters.metrics): the worker's Prometheus endpoint (``rai worker
+    # --metrics-port``; 0 picks a free port), and the login the database-held gauges (open dead
+    # letters, cooldowns, active runs) are read with: one that sees every tenant (superuser or
+    # BYPASSRLS), only ever in READ ONLY transactions; unset, ``database_url``.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_database_url: str | None = None
     training_extra_seconds: float = 0.0
     # Governance (domain.holdout, services.bias): the share of fields never trained on (their
     # events give the validation metrics and are all the bias audit sees), and the smallest
@@ -159,6 +166,9 @@ class Settings(BaseSettings):
 
     def resolved_platform_key_file(self) -> Path:
         return self.platform_key_file or self.state_dir / "keys" / "platform.ed25519"
+
+    def resolved_metrics_database_url(self) -> str:
+        return self.metrics_database_url or self.database_url
 
     def resolved_app_database_url(self) -> str:
         """The DSN services use: ``app_database_url``, or ``database_url`` logged in as rai_app."""

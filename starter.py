@@ -60,6 +60,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.pipeline import (
@@ -151,7 +152,24 @@ def _unreachable_message(address: str, reason: str) -> str:
     )
 
 
-async def connect_temporal(settings: Settings) -> Client:
+def prometheus_runtime(bind_address: str) -> Runtime:
+    """A Temporal runtime whose SDK metrics are served in Prometheus' format at
+    ``bind_address`` (the worker reads them into its own endpoint).
+
+    One naming mode, the one the dashboards use: counters end in ``_total``, durations are
+    float seconds, histogram names carry no unit suffix (so ``temporal_activity_schedule_to_
+    start_latency_bucket``, in seconds, and ``temporal_activity_execution_failed_total``).
+    """
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=bind_address, counters_total_suffix=True, durations_as_seconds=True
+            )
+        )
+    )
+
+
+async def connect_temporal(settings: Settings, *, runtime: Runtime | None = None) -> Client:
     """A client of the configured namespace with the pydantic data converter.
 
     The SDK has no ``close``: its native connection goes when the client object is garbage
@@ -163,6 +181,7 @@ async def connect_temporal(settings: Settings) -> Client:
             settings.temporal_address,
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
+            runtime=runtime,
         )
     except RuntimeError as exc:  # how the SDK reports a failed connect
         raise TemporalUnavailable(

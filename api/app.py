@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import UUID
 
 import asyncpg
 from fastapi import FastAPI, HTTPException, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
+from adapters.metrics import CONTENT_TYPE, DatabaseState, Metrics, process_exposition
+from adapters.objectstore import ObjectStoreUnavailableError
 from api.models import (
     CallbackAnswer,
     ErrorDetail,
@@ -42,6 +44,7 @@ from services.callbacks import (
     TrainingCallback,
     WorkflowUnavailableError,
 )
+from services.drift_reports import DriftReportReader
 from services.errors import GovernanceRefusal, NotFoundError, SignatureInvalidError
 from services.events import LearningEventService
 
@@ -59,6 +62,11 @@ class ApiDependencies:
     db: Database
     callbacks: CallbackHandler
     events: LearningEventService
+    metrics: Metrics = field(default_factory=Metrics)
+    # The database-held gauges (open dead letters, cooldowns); None: not exported.
+    state: DatabaseState | None = None
+    # Stored drift reports as pages; None: no object store or trusted platform key configured.
+    drift_reports: DriftReportReader | None = None
 
 
 def refusal_status(exc: Exception) -> int:
@@ -117,6 +125,14 @@ def create_app(deps: ApiDependencies) -> FastAPI:
                 f"database unreachable: {type(exc).__name__}: {exc}",
             ) from exc
         return Health()
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus' text format: ingest and the other metrics of this process (of every API
+        process in prometheus-client's multiprocess mode), and the database-held gauges."""
+        if deps.state is not None:
+            await deps.state.refresh()
+        return Response(process_exposition(deps.metrics, deps.state), media_type=CONTENT_TYPE)
 
     @app.post(
         "/v1/tenants/{tenant_id}/events",
@@ -200,5 +216,29 @@ def create_app(deps: ApiDependencies) -> FastAPI:
         """An external drift analysis's signed completion: the tenant's platform key signs
         the report's id and SHA-256; the report must exist with that hash. Recorded."""
         return CallbackAnswer.of(await deps.callbacks.accept_drift(callback))
+
+    @app.get(
+        "/v1/tenants/{tenant_id}/drift-reports/{report_id}.html",
+        tags=["drift"],
+        response_class=HTMLResponse,
+        responses=_errors(status.HTTP_404_NOT_FOUND, status.HTTP_503_SERVICE_UNAVAILABLE),
+    )
+    async def drift_report_page(tenant_id: UUID, report_id: UUID) -> HTMLResponse:
+        """One drift report as a self-contained HTML page: per feature the reference and
+        current distributions over the frozen bins, PSI/KL/KS with the thresholds, the
+        verdict, n, and the report's signature status (checked against the pinned key)."""
+        await require_tenant(tenant_id)
+        if deps.drift_reports is None:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "drift report pages need the object store and a trusted platform key",
+            )
+        try:
+            view = await deps.drift_reports.read(tenant_id, report_id)
+        except ObjectStoreUnavailableError as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, f"object store unreachable: {exc}"
+            ) from exc
+        return HTMLResponse(view.html())
 
     return app

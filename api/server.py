@@ -24,10 +24,14 @@ import uvicorn
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from adapters.metrics import DatabaseState, Metrics
+from adapters.objectstore import ObjectStore, ObjectStoreConfigError
 from api.app import ApiDependencies, create_app
 from db.repository import Database, UnsafeDatabaseRoleError
 from services.callbacks import CallbackHandler
+from services.drift_reports import DriftReportReader
 from services.events import LearningEventService
+from services.trust import TrustConfigError, trusted_platform_keys
 from settings import Settings, redacted_dsn
 from starter import TemporalSignaller, TemporalUnavailable, connect_temporal
 
@@ -82,10 +86,22 @@ async def api_dependencies(
                 client = await connect_temporal(settings)
             except TemporalUnavailable as exc:
                 raise ApiDependencyUnavailable(str(exc)) from exc
+        metrics = Metrics()
+        # Drift report pages need S3 and a pinned platform key; the rest of the API does not.
+        reports: DriftReportReader | None = None
+        try:
+            trusted = trusted_platform_keys(settings)
+            store = await stack.enter_async_context(ObjectStore.from_settings(settings))
+            reports = DriftReportReader(db, store, trusted)
+        except (TrustConfigError, ObjectStoreConfigError) as exc:
+            log.warning("drift report pages are off: %s", exc)
         yield ApiDependencies(
             db=db,
             callbacks=CallbackHandler(db, TemporalSignaller(client)),
-            events=LearningEventService(db),
+            events=LearningEventService(db, metrics=metrics),
+            metrics=metrics,
+            state=DatabaseState(settings.resolved_metrics_database_url()),
+            drift_reports=reports,
         )
 
 

@@ -31,9 +31,11 @@ def parse_port(value: str) -> int:
 
 def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
     # The server's imports (FastAPI, uvicorn, Temporal) are heavy; only this command needs them.
+    from adapters.metrics import clear_multiprocess_dir
     from api.server import ApiConfig, ApiDependencyUnavailable, ApiStartupError, run_api
 
     try:
+        clear_multiprocess_dir()  # before any API process records: no stale counts
         config = ApiConfig(
             host=args.host or settings.api_host,
             port=settings.api_port if args.port is None else args.port,

@@ -12,6 +12,7 @@ pipeline); unreadable or mismatched input exits 1 with a one-line error.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 from pathlib import Path
@@ -20,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from cli.errors import CommandError
-from cli.output import add_json_flag
+from cli.common import app_database, object_store, parse_tenant, trusted_keys, uuid_argument
+from cli.errors import CommandError, NotFound
+from cli.output import add_json_flag, print_json
 from settings import Settings
 
 if TYPE_CHECKING:
@@ -39,8 +41,20 @@ def register(groups: Any) -> None:
     )
     p.add_argument("reference", type=Path, metavar="REFERENCE.csv", help="the reference sample")
     p.add_argument("current", type=Path, metavar="CURRENT.csv", help="the current sample")
+    p.add_argument("--html", type=Path, metavar="FILE", help="also write the comparison as a page")
     add_json_flag(p)
     p.set_defaults(handler=run_compare)
+    r = commands.add_parser(
+        "report",
+        help="a stored drift report: verdict, per-feature figures and signature status;"
+        " --html FILE writes it as one self-contained page (exit 3 if the tenant has no such"
+        " report)",
+    )
+    r.add_argument("report_id", type=uuid_argument("drift report id"), metavar="ID")
+    r.add_argument("--tenant", required=True, type=parse_tenant, help="tenant id (UUID)")
+    r.add_argument("--html", type=Path, metavar="FILE", help="write the report as an HTML page")
+    add_json_flag(r)
+    r.set_defaults(handler=run_report)
 
 
 def run_compare(args: argparse.Namespace, settings: Settings) -> int:
@@ -67,10 +81,59 @@ def run_compare(args: argparse.Namespace, settings: Settings) -> int:
         result = analyze_drift(reference, current)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+    if args.html is not None:
+        from domain.drift_page import PageContext, render_drift_page
+
+        page = render_drift_page(
+            result,
+            PageContext(
+                title="Drift comparison",
+                lines=(f"Reference {args.reference}, current {args.current}",),
+                signature_ok=None,
+                signature_detail="none: a local comparison of two CSV files, not a signed report",
+            ),
+        )
+        write_page(args.html, page)
     if args.json:
         print(json.dumps(result_json(result), indent=2))
     else:
         print(result_table(result))
+    return 0
+
+
+def write_page(path: Path, page: str) -> None:
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def run_report(args: argparse.Namespace, settings: Settings) -> int:
+    from services.drift_reports import DriftReportReader, DriftReportView
+    from services.errors import GovernanceRefusal, NotFoundError
+
+    trusted = trusted_keys(settings)
+
+    async def read() -> DriftReportView:
+        async with app_database(settings) as db, object_store(settings) as store:
+            return await DriftReportReader(db, store, trusted).read(args.tenant, args.report_id)
+
+    try:
+        view = asyncio.run(read())
+    except NotFoundError as exc:
+        raise NotFound(str(exc)) from None
+    except GovernanceRefusal as exc:
+        raise CommandError(str(exc)) from None
+    if args.html is not None:
+        write_page(args.html, view.html())
+    if args.json:
+        print_json({**view.summary(), "html": str(args.html) if args.html else None})
+        return 0
+    print(result_table(view.result))
+    status = "verified" if view.signature_ok else "NOT VERIFIED"
+    print(f"signature: {status} ({view.signature_detail})")
+    if args.html is not None:
+        print(f"page: {args.html}")
     return 0
 
 

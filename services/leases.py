@@ -3,21 +3,35 @@ database has seen, in the workflow's vocabulary (:class:`domain.pipeline.LeaseIn
 
 from __future__ import annotations
 
+import time
 from uuid import UUID
 
+from adapters.metrics import Metrics
 from adapters.redis_mutex import Lease, TenantMutex
 from domain.pipeline import LeaseInfo
 from services.pipeline import PipelineService
+from services.ports import MetricsPort
 from services.reaper import PipelineReaper
+
+# Leases this process took, by token, for the hold-time histogram; one older than this was
+# released elsewhere (another worker ran the release step) and is forgotten.
+_FORGET_AFTER_SECONDS = 24 * 3600.0
 
 
 class TenantLeases:
     def __init__(
-        self, mutex: TenantMutex, pipeline: PipelineService, reaper: PipelineReaper | None = None
+        self,
+        mutex: TenantMutex,
+        pipeline: PipelineService,
+        reaper: PipelineReaper | None = None,
+        *,
+        metrics: MetricsPort | None = None,
     ) -> None:
         self._mutex = mutex
         self._pipeline = pipeline
         self._reaper = reaper
+        self._metrics: MetricsPort = metrics if metrics is not None else Metrics()
+        self._taken: dict[str, float] = {}
 
     async def acquire(self, tenant_id: UUID, holder: str) -> LeaseInfo | None:
         """The tenant's lease, or None while someone else holds it. Its fence is above the
@@ -26,11 +40,16 @@ class TenantLeases:
         database before it is handed out, so every later write of an older holder is refused."""
         if self._reaper is not None:  # what a terminated pipeline left behind goes first
             await self._reaper.reap(tenant_id)
+        started = time.monotonic()
         newest = await self._pipeline.newest_fence(tenant_id)
         lease = await self._mutex.acquire(tenant_id, holder, fence_floor=newest)
+        now = time.monotonic()
+        self._metrics.lease_tried(str(tenant_id), lease is not None, now - started)
         if lease is None:
             return None
         await self._pipeline.record_fence(tenant_id, lease.fence, lease.holder)
+        self._taken = {t: at for t, at in self._taken.items() if now - at < _FORGET_AFTER_SECONDS}
+        self._taken[lease.token] = now
         return LeaseInfo(
             tenant_id=lease.tenant_id, token=lease.token, fence=lease.fence, holder=lease.holder
         )
@@ -41,6 +60,9 @@ class TenantLeases:
 
     async def release(self, info: LeaseInfo) -> None:
         await self._mutex.release(self._lease(info))
+        taken = self._taken.pop(info.token, None)
+        if taken is not None:
+            self._metrics.lease_released(str(info.tenant_id), time.monotonic() - taken)
 
     def _lease(self, info: LeaseInfo) -> Lease:
         return Lease(

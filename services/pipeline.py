@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from adapters.metrics import Metrics
 from adapters.objectstore import S3Uri
 from db.errors import Law
 from db.integrity import record_check
@@ -30,7 +31,7 @@ from domain.pipeline import (
 from domain.policies import cooldown_active, cooldown_ends_at
 from services.drift import DriftAnalysisService, Window, pipeline_report_id
 from services.errors import GovernanceRefusal, NotFoundError
-from services.ports import ObjectStorePort
+from services.ports import MetricsPort, ObjectStorePort
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,18 @@ class StaleLeaseError(GovernanceRefusal):
 
 
 class PipelineService:
-    def __init__(self, db: Database, store: ObjectStorePort, *, datasets_bucket: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStorePort,
+        *,
+        datasets_bucket: str,
+        metrics: MetricsPort | None = None,
+    ) -> None:
         self._db = db
         self._store = store
         self._datasets_bucket = datasets_bucket
+        self._metrics: MetricsPort = metrics if metrics is not None else Metrics()
 
     async def preconditions(self, tenant_id: UUID, now: datetime) -> PreconditionsResult:
         async with self._db.transaction(tenant_id) as conn:
@@ -221,15 +230,21 @@ class PipelineService:
                 "QUEUED",
                 {"workflow_id": workflow_id, "fence": fence, "dataset_uri": dataset_uri},
             )
+        self._metrics.training_phase(str(tenant_id), "QUEUED")
 
     async def mark_running(self, tenant_id: UUID, training_run_id: UUID, job_name: str) -> None:
         async with self._db.transaction(tenant_id) as conn:
+            previous = await conn.fetchval(
+                "SELECT status FROM training_runs WHERE id = $1 FOR UPDATE", training_run_id
+            )
             await conn.execute(
                 "UPDATE training_runs SET status = 'RUNNING', started_at = coalesce(started_at,"
                 " now()), job_name = $2 WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')",
                 training_run_id,
                 job_name,
             )
+        if previous == "QUEUED":
+            self._metrics.training_phase(str(tenant_id), "RUNNING")
 
     async def finish_run(
         self, tenant_id: UUID, training_run_id: UUID, status: str, *, reason: str | None = None
@@ -241,8 +256,8 @@ class PipelineService:
         async with self._db.transaction(tenant_id) as conn:
             return await self.finish_run_in(conn, tenant_id, training_run_id, status, reason)
 
-    @staticmethod
     async def finish_run_in(
+        self,
         conn: asyncpg.Connection,
         tenant_id: UUID,
         training_run_id: UUID,
@@ -256,13 +271,14 @@ class PipelineService:
                 " WHERE id = $1 AND status = 'QUEUED'",
                 training_run_id,
             )
-        changed = await conn.execute(
+        seconds: float | None = await conn.fetchval(
             "UPDATE training_runs SET status = $2, finished_at = now()"
-            " WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')",
+            " WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')"
+            " RETURNING extract(epoch FROM finished_at - coalesce(started_at, created_at))",
             training_run_id,
             status,
         )
-        if changed != "UPDATE 1":
+        if seconds is None:
             return False
         await record_check(
             conn,
@@ -272,6 +288,10 @@ class PipelineService:
             status,
             {"reason": reason} if reason else None,
         )
+        # One observation per run (this call finished it); inside a registration's
+        # transaction it is made just before that commits.
+        self._metrics.training_phase(str(tenant_id), status)
+        self._metrics.training_finished(str(tenant_id), status, float(seconds))
         return True
 
     async def run_job(self, tenant_id: UUID, training_run_id: UUID) -> str | None:
@@ -324,6 +344,8 @@ class PipelineService:
                 result.outcome.value,
                 json.loads(result.model_dump_json()),
             )
+        # One increment per finished pipeline: every way out of the workflow ends here.
+        self._metrics.pipeline_finished(str(result.tenant_id), result.outcome.value)
 
 
 class DriftCheck:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from adapters.metrics import DriftFigures
 from adapters.objectstore import ContentDigest, ObjectInfo, Retention, StoredObject
 
 
@@ -33,3 +34,21 @@ class ObjectStorePort(Protocol):
     ) -> StoredObject: ...
 
     async def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes: ...
+
+
+class MetricsPort(Protocol):
+    """Where services record what Prometheus exports (adapters.metrics.Metrics)."""
+
+    def pipeline_finished(self, tenant: str, outcome: str) -> None: ...
+
+    def training_finished(self, tenant: str, outcome: str, seconds: float) -> None: ...
+
+    def training_phase(self, tenant: str, phase: str) -> None: ...
+
+    def drift_report(self, tenant: str, report: DriftFigures) -> None: ...
+
+    def events_ingested(self, tenant: str, outcomes: Mapping[str, int], seconds: float) -> None: ...
+
+    def lease_tried(self, tenant: str, acquired: bool, seconds: float) -> None: ...
+
+    def lease_released(self, tenant: str, held_seconds: float) -> None: ...

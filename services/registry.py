@@ -135,7 +135,7 @@ class ModelRegistryService:
     ) -> RegisteredModel:
         """Register the artifact as the next version of ``model_name``, chained to the newest
         version of that model (its parent in the lineage). ``also`` runs in the same
-        transaction, before the version is inserted (the pipeline marks the training run
+        transaction, after the version is inserted (the pipeline marks the training run
         SUCCEEDED there: both happen, or neither)."""
         try:
             uri = S3Uri.parse(request.artifact_uri)
@@ -171,8 +171,6 @@ class ModelRegistryService:
                 " ORDER BY version DESC LIMIT 1",
                 request.model_name,
             )
-            if also is not None:
-                await also(conn)
             version_id = uuid4()
             document = ModelVersionDocument(
                 id=version_id,
@@ -236,6 +234,8 @@ class ModelRegistryService:
                     "lineage_hash": document.lineage_hash,
                 },
             )
+            if also is not None:
+                await also(conn)
         return RegisteredModel(
             id=version_id,
             model_name=document.model_name,

@@ -38,4 +38,6 @@ def worker_settings(
         redis_require_aof=False,
         training_task_queue=f"training-{uuid.uuid4()}",
         drift_task_queue=f"drift-{uuid.uuid4()}",
+        # `rai worker` processes of a test (and of tests running at once) each pick a free port.
+        worker_metrics_port=0,
     )

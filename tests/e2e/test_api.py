@@ -245,7 +245,11 @@ async def test_the_openapi_document_describes_every_endpoint(api: httpx.AsyncCli
         "/v1/tenants/{tenant_id}/events/single",
         "/v1/callbacks/training",
         "/v1/callbacks/drift",
+        "/metrics",
+        "/v1/tenants/{tenant_id}/drift-reports/{report_id}.html",
     }
+    page = spec["paths"]["/v1/tenants/{tenant_id}/drift-reports/{report_id}.html"]["get"]
+    assert {"200", "404", "422", "503"} <= set(page["responses"])
     training = spec["paths"]["/v1/callbacks/training"]["post"]
     assert {"200", "400", "403", "404", "422", "503"} <= set(training["responses"])
     assert "TrainingCallbackDocument" in spec["components"]["schemas"]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import httpx
 import numpy as np
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -271,6 +272,15 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     ]
     verified = await run("verify", "model", model, "--tenant", str(tenant))
     assert verified["verified"] is True
+    report_id = started["result"]["drift_report_id"]
+    page = world.state / "drift-report.html"
+    drift_report = await run(
+        "drift", "report", report_id, "--tenant", str(tenant), "--html", str(page)
+    )
+    assert (drift_report["report_id"], drift_report["verdict"]) == (report_id, "DRIFT")
+    assert (drift_report["signature_ok"], drift_report["html"]) == (True, str(page))
+    assert drift_report["features"]["ndvi"]["verdict"] == "DRIFT"
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert all(check["ok"] for check in verified["checks"])
     versions = await run("model", "list", "--tenant", str(tenant))
     assert [(v["id"], v["status"]) for v in versions["model_versions"]] == [(model, "SHADOW")]
@@ -439,6 +449,7 @@ async def test_not_found_exits_3(world: World) -> None:
         ("model", "approve", "--model-version", unknown, "--reason", "no such evaluation"),
         ("keys", "platform", "register", "--tenant", unknown),
         ("verify", "model", unknown, "--tenant", tenant),
+        ("drift", "report", unknown, "--tenant", tenant, "--html", str(nowhere)),
         ("provenance", "export", unknown, "--tenant", tenant, "--out", str(nowhere)),
         ("provenance", "verify", str(world.state / f"{unknown}.json"), "--trusted-key", key),
         ("model", "download", unknown, "--tenant", tenant, "--out", str(nowhere)),
@@ -489,6 +500,7 @@ async def test_an_unreachable_service_exits_4(world: World) -> None:
         ("model", "download", str(uuid4()), "--tenant", tenant, "--out", out),
         ("provenance", "export", str(uuid4()), "--tenant", tenant, "--out", out),
         ("audit", "checkpoint", "--tenant", tenant),
+        ("drift", "report", str(uuid4()), "--tenant", tenant, "--html", out),
     ):
         message = await refused(no_postgres, 4, *argv)
         assert message.startswith(f"cannot connect to postgresql://rai_app@127.0.0.1:{port}/rai: ")
@@ -552,7 +564,18 @@ async def test_worker_polls_only_the_chosen_queue(
         line = await asyncio.wait_for(process.stdout.readline(), COMMAND_TIMEOUT)
         address = world.settings.temporal_address
         expected = " and ".join(queues[name] for name in polls)
-        assert line.decode() == f"rai worker: polling {expected} at {address}\n"
+        polling, metrics_url = line.decode().rstrip("\n").split("; metrics at ")
+        assert polling == f"rai worker: polling {expected} at {address}"
+        assert metrics_url.startswith("http://127.0.0.1:")
+        assert metrics_url.endswith("/metrics")
+        async with httpx.AsyncClient(timeout=30) as http:
+            scraped = await http.get(metrics_url)
+        assert scraped.status_code == 200
+        assert_seed_metrics(scraped.text)
+        assert "rai_temporal_sdk_metrics_up 1.0" in scraped.text or (
+            "rai_temporal_sdk_metrics_up 1\n" in scraped.text
+        )
+        assert "\ntemporal_" in scraped.text  # the Temporal SDK's own
         process.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
     finally:
@@ -561,6 +584,44 @@ async def test_worker_polls_only_the_chosen_queue(
             await process.wait()
     assert process.returncode == 0, err.decode()
     assert out.decode() == "rai worker: stopped\n"
+
+
+SEED_METRICS = {
+    "rai_drift_psi_value": "gauge",
+    "rai_training_duration_seconds": "histogram",
+    "rai_pipeline_status_total": "counter",
+    "rai_retrain_cooldown_active": "gauge",
+}
+
+
+def assert_seed_metrics(text: str) -> None:
+    """The seed's four metrics with their names and types, as a scrape sees them."""
+    for name, kind in SEED_METRICS.items():
+        assert f"# TYPE {name} {kind}\n" in text, name
+    assert "rai_metrics_database_up 1.0\n" in text
+
+
+async def test_the_api_serves_the_seed_metrics(world: World) -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(RAI), "api", "--port", "0", env=world.env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), COMMAND_TIMEOUT)).decode()
+        url = line.removeprefix("rai api: serving ").split(" ")[0]
+        async with httpx.AsyncClient(timeout=30) as http:
+            scraped = await http.get(f"{url}/metrics")
+        assert scraped.status_code == 200
+        assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert_seed_metrics(scraped.text)
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
 
 
 def free_ports(count: int) -> list[int]:

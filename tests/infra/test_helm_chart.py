@@ -284,6 +284,8 @@ def test_one_worker_deployment_per_queue(production_render: Render, queue: str) 
         "prometheus.io/path": "/metrics",
     }
     assert env_value(container, "RAI_WORKER_METRICS_PORT") == "9464"
+    # Prometheus scrapes the pod's address, not its loopback.
+    assert env_value(container, "RAI_WORKER_METRICS_HOST") == "0.0.0.0"  # noqa: S104
     assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container["ports"]
 
 
