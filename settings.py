@@ -62,12 +62,16 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8088
     # Metrics (adapters.metrics): the worker's Prometheus endpoint (``rai worker
-    # --metrics-port``; 0 picks a free port), and the login the database-held gauges (open dead
-    # letters, cooldowns, active runs) are read with: one that sees every tenant (superuser or
-    # BYPASSRLS), only ever in READ ONLY transactions; unset, ``database_url``.
+    # --metrics-port``; 0 picks a free port). The database-held gauges are read as rai_app.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
-    metrics_database_url: str | None = None
+    # Ingest limits: a body over api_max_body_bytes is refused (413) before it is parsed, and
+    # so is a batch of more than api_max_events_per_batch events. api_workers is the number of
+    # server processes `rai api` runs (0: one per core, at most 8); each verifies signatures
+    # on a thread per core.
+    api_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    api_max_events_per_batch: int = Field(default=10_000, ge=1)
+    api_workers: int = Field(default=0, ge=0)
     training_extra_seconds: float = 0.0
     # Governance (domain.holdout, services.bias): the share of fields never trained on (their
     # events give the validation metrics and are all the bias audit sees), and the smallest
@@ -166,9 +170,6 @@ class Settings(BaseSettings):
 
     def resolved_platform_key_file(self) -> Path:
         return self.platform_key_file or self.state_dir / "keys" / "platform.ed25519"
-
-    def resolved_metrics_database_url(self) -> str:
-        return self.metrics_database_url or self.database_url
 
     def resolved_app_database_url(self) -> str:
         """The DSN services use: ``app_database_url``, or ``database_url`` logged in as rai_app."""

@@ -167,7 +167,7 @@ async def worker_metrics(
     client = await connect_temporal(settings, runtime=prometheus_runtime(f"127.0.0.1:{sdk_port}"))
     async with serving_metrics(
         metrics,
-        DatabaseState(settings.resolved_metrics_database_url()),
+        DatabaseState(settings.resolved_app_database_url()),
         host=settings.worker_metrics_host,
         port=port,
         temporal_url=f"http://127.0.0.1:{sdk_port}/metrics",

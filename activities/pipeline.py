@@ -182,7 +182,10 @@ class PipelineActivities:
     @activity.defn(name=ActivityName.RECORD_OUTCOME)
     async def record_outcome(self, request: OutcomeInput) -> None:
         with step_failures():
-            await self._pipeline.record_outcome(request.workflow_id, request.result)
+            run_id = activity.info().workflow_run_id
+            if run_id is None:  # the outcome is recorded once per workflow run
+                raise ValueError("record_pipeline_outcome runs only inside a workflow run")
+            await self._pipeline.record_outcome(request.workflow_id, run_id, request.result)
 
     @activity.defn(name=ActivityName.CHECKPOINT_CHAIN)
     async def checkpoint_chain(self, request: CheckpointInput) -> None:

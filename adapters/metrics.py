@@ -10,7 +10,8 @@ Run ids, model version ids and field ids are never labels.
 
 Values that live in the database (open dead letters, retraining cooldowns, active training
 runs) are not counted from in-process events: :class:`DatabaseState` reads them when the
-endpoint is scraped (at most every ``max_age`` seconds), so they are right after a restart.
+endpoint is scraped (at most every ``max_age`` seconds), so they are right after a restart. It
+reads them as ``rai_app``, through narrow aggregate functions (no privileged login).
 
 Several API processes (``PROMETHEUS_MULTIPROC_DIR`` set, prometheus-client's multiprocess
 mode): counters and histograms are written to per-process files and summed at scrape time by
@@ -46,7 +47,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from domain.pipeline import DEAD_LETTER_QUEUE
-from domain.policies import cooldown_active
+from domain.policies import ROLLBACK_COOLDOWN
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class Metrics:
         )
         self.lease_hold = Histogram(
             "rai_lease_hold_duration_seconds",
-            "Time a tenant's pipeline lease was held (acquired and released by this process)",
+            "Time a tenant's pipeline lease was held, from its grant to its release by any worker",
             ["tenant"],
             buckets=LEASE_BUCKETS,
             registry=r,
@@ -240,19 +241,15 @@ class DatabaseSnapshot:
     oldest_running_seconds: dict[str, float] = field(default_factory=dict)
 
 
-class PartialViewError(Exception):
-    """The metrics login sees only some tenants' rows."""
-
-
 class DatabaseState(Collector):
     """Gauges read from the database at scrape time (cached for ``max_age`` seconds).
 
-    ``rai_app`` sees one tenant at a time (row-level security), and these gauges span every
-    tenant, so they are read with ``dsn``: a login that may read across tenants (superuser or
-    BYPASSRLS; ``RAI_METRICS_DATABASE_URL``, by default the administrative ``RAI_DATABASE_URL``),
-    in READ ONLY transactions, over a short-lived connection that is never the services' pool.
-    A failed read exports ``rai_metrics_database_up 0`` and none of the gauges (never stale or
-    invented values).
+    ``dsn`` is the services' own ``rai_app`` login. It sees one tenant at a time (row-level
+    security) and these gauges span every tenant, so they come from the ``rai.metrics_*``
+    functions (migration 0010): SECURITY DEFINER, aggregates only (counts, flags, ages, tenant
+    names), EXECUTE granted to rai_app alone. They are read in one READ ONLY transaction over a
+    short-lived connection that is never the services' pool. A failed read exports
+    ``rai_metrics_database_up 0`` and none of the gauges (never stale or invented values).
     """
 
     def __init__(self, dsn: str, *, max_age: float = 5.0, timeout: float = 5.0) -> None:
@@ -270,13 +267,7 @@ class DatabaseState(Collector):
             try:
                 async with asyncio.timeout(self._timeout):
                     self._snapshot = await self._read()
-            except (
-                TimeoutError,
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                PartialViewError,
-            ) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("metrics: cannot read the database: %s: %s", type(exc).__name__, exc)
                 self._snapshot = None
             self._read_at = time.monotonic()
@@ -285,30 +276,21 @@ class DatabaseState(Collector):
         conn = await asyncpg.connect(self._dsn)
         try:
             async with conn.transaction(readonly=True):
-                sees_all = await conn.fetchval(
-                    "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
-                )
-                if not sees_all:  # row-level security would show it zeros, not totals
-                    raise PartialViewError(
-                        "the metrics login is neither a superuser nor BYPASSRLS; set"
-                        " RAI_METRICS_DATABASE_URL to one that is"
-                    )
                 now: datetime = await conn.fetchval("SELECT now()")
                 tenants = await conn.fetch(
-                    "SELECT t.id::text AS id, t.name, max(h.changed_at) AS last_rollback"
-                    " FROM rai.tenants t LEFT JOIN rai.model_status_history h"
-                    " ON h.tenant_id = t.id AND h.to_status = 'ROLLED_BACK' GROUP BY t.id, t.name"
+                    "SELECT tenant_id::text AS id, name FROM rai.metrics_tenants()"
+                )
+                cooldowns = await conn.fetch(
+                    "SELECT tenant_id::text AS id, active FROM rai.metrics_cooldowns($1, $2)",
+                    now,
+                    ROLLBACK_COOLDOWN,
                 )
                 letters = await conn.fetch(
-                    "SELECT queue, count(*) AS open FROM rai.dead_letters"
-                    " WHERE resolved_at IS NULL GROUP BY queue"
+                    "SELECT queue, open FROM rai.metrics_open_dead_letters()"
                 )
                 runs = await conn.fetch(
-                    "SELECT tenant_id::text AS tenant, status, count(*) AS n,"
-                    " max(extract(epoch FROM ($1 - coalesce(started_at, created_at))))"
-                    " FILTER (WHERE status = 'RUNNING') AS oldest"
-                    " FROM rai.training_runs WHERE status IN ('QUEUED', 'RUNNING')"
-                    " GROUP BY tenant_id, status",
+                    "SELECT tenant_id::text AS tenant, status, runs, oldest_seconds"
+                    " FROM rai.metrics_active_training_runs($1)",
                     now,
                 )
         finally:
@@ -317,14 +299,14 @@ class DatabaseState(Collector):
         active = {(tenant, status): 0 for tenant in ids for status in ACTIVE_RUN_STATUSES}
         oldest = dict.fromkeys(ids, 0.0)
         for row in runs:
-            active[(row["tenant"], row["status"])] = int(row["n"])
-            if row["oldest"] is not None:
-                oldest[row["tenant"]] = float(row["oldest"])
+            active[(row["tenant"], row["status"])] = int(row["runs"])
+            if row["oldest_seconds"] is not None:
+                oldest[row["tenant"]] = float(row["oldest_seconds"])
         open_letters = {DEAD_LETTER_QUEUE: 0}
         open_letters.update({row["queue"]: int(row["open"]) for row in letters})
         return DatabaseSnapshot(
             dead_letters_open=open_letters,
-            cooldowns={row["id"]: cooldown_active(row["last_rollback"], now) for row in tenants},
+            cooldowns={row["id"]: bool(row["active"]) for row in cooldowns},
             tenant_names={row["id"]: row["name"] for row in tenants},
             active_runs=active,
             oldest_running_seconds=oldest,

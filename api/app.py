@@ -3,9 +3,19 @@ made once (no module-level state). OpenAPI at ``/openapi.json``, docs at ``/docs
 
 Status codes: a body that does not fit the schema is 422 (FastAPI's validation detail); a
 callback document that parses but cannot be judged (say, non-finite metrics) is 400; an unknown
-tenant, training run or drift report is 404; a signature that does not verify, or an unknown
-or revoked key, is 403; a drift report whose SHA-256 differs is 409; a workflow service that
-cannot be reached is 503 (the training job retries 5xx). Every refusal is ``{"detail": ...}``.
+training run or drift report is 404; a signature that does not verify, or an unknown or revoked
+key, is 403; a drift report whose SHA-256 differs is 409; a workflow service that cannot be
+reached is 503 (the training job retries 5xx). Every refusal is ``{"detail": ...}``.
+
+The ``/v1/tenants/{T}/...`` routes are the front door for field data (see ``api.ingest``):
+``Authorization: Bearer <token>`` of tenant T (401 missing, unknown, expired or revoked; 403 a
+valid token of another tenant; nothing is written for either), then the body's limits (413
+over ``api_max_body_bytes`` -- checked before it is read -- or over
+``api_max_events_per_batch`` events; 415 not ``application/json``; 422 not JSON, or not a batch
+at all), then each event is judged on its own. Callbacks carry their own per-run signatures
+and need no token. Whenever the database cannot be reached or fails over mid-request, the
+answer is 503 with ``Retry-After`` and the transaction is rolled back: re-sending the same
+batch later gives ACCEPTED or DUPLICATE, nothing lost or doubled.
 """
 
 from __future__ import annotations
@@ -23,18 +33,18 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from adapters.metrics import CONTENT_TYPE, DatabaseState, Metrics, process_exposition
 from adapters.objectstore import ObjectStoreUnavailableError
+from api.ingest import IngestLimits, authorized_tenant, batch_events, read_json_body, single_event
 from api.models import (
     CallbackAnswer,
     ErrorDetail,
-    EventBatch,
     EventBatchResult,
     EventRefusal,
     EventResultOut,
     Health,
-    SignedEvent,
+    batch_request_schema,
+    event_request_schema,
 )
 from db.repository import Database
-from db.tenants import get_tenant
 from domain.policies import EventOutcome
 from services.callbacks import (
     CallbackHandler,
@@ -57,6 +67,22 @@ _NO_TENANT: Final = UUID(int=0)
 _RETRY_AFTER_SECONDS: Final = "5"
 
 
+# What "the database cannot be reached, or failed over mid-request" raises: refused or lost
+# connections, a server shutting down or out of connections, a transaction the server aborted.
+DATABASE_UNAVAILABLE: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TransactionRollbackError,
+    # A connection the server terminated under a running transaction: asyncpg's rollback
+    # then finds the protocol mid-operation (the pool discards the connection on release).
+    asyncpg.exceptions.InternalClientError,
+)
+
+
 @dataclass(frozen=True)
 class ApiDependencies:
     db: Database
@@ -67,6 +93,7 @@ class ApiDependencies:
     state: DatabaseState | None = None
     # Stored drift reports as pages; None: no object store or trusted platform key configured.
     drift_reports: DriftReportReader | None = None
+    limits: IngestLimits = field(default_factory=IngestLimits)
 
 
 def refusal_status(exc: Exception) -> int:
@@ -91,8 +118,34 @@ async def _refusal_response(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning(
+        "%s %s: database unavailable: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc,
+    )
+    return JSONResponse(
+        {"detail": f"database unavailable ({type(exc).__name__}); retry later"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": _RETRY_AFTER_SECONDS},
+    )
+
+
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorDetail} for code in codes}
+
+
+# Every refusal a /v1/tenants/... route can give before it judges events.
+_FRONT_DOOR_ERRORS: Final = (
+    status.HTTP_401_UNAUTHORIZED,
+    status.HTTP_403_FORBIDDEN,
+    status.HTTP_413_CONTENT_TOO_LARGE,
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    status.HTTP_422_UNPROCESSABLE_CONTENT,
+    status.HTTP_503_SERVICE_UNAVAILABLE,
+)
 
 
 def create_app(deps: ApiDependencies) -> FastAPI:
@@ -103,10 +156,8 @@ def create_app(deps: ApiDependencies) -> FastAPI:
     )
     app.add_exception_handler(GovernanceRefusal, _refusal_response)
     app.add_exception_handler(WorkflowUnavailableError, _refusal_response)
-
-    async def require_tenant(tenant_id: UUID) -> None:
-        if await get_tenant(deps.db, tenant_id) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown tenant {tenant_id}")
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable)
 
     @app.get(
         "/healthz",
@@ -137,19 +188,35 @@ def create_app(deps: ApiDependencies) -> FastAPI:
     @app.post(
         "/v1/tenants/{tenant_id}/events",
         tags=["events"],
-        responses=_errors(status.HTTP_404_NOT_FOUND),
+        response_model=EventBatchResult,
+        responses=_errors(*_FRONT_DOOR_ERRORS),
+        openapi_extra=batch_request_schema(deps.limits.max_events),
     )
-    async def ingest_events(tenant_id: UUID, batch: EventBatch) -> EventBatchResult:
-        """A batch of signed events. Each is judged on its own: ACCEPTED, DUPLICATE (same
-        season, field and payload already stored), CONFLICT (a different payload is stored:
-        never overwritten) or REJECTED (with the reason). 200 whenever the batch was judged."""
-        await require_tenant(tenant_id)
-        results = await deps.events.ingest(tenant_id, [event.incoming() for event in batch.events])
+    async def ingest_events(tenant_id: str, request: Request) -> Response:
+        """A batch of signed events (``{"events": [...]}``). Each is judged on its own:
+        ACCEPTED, DUPLICATE (same season, field and payload already stored), CONFLICT (a
+        different payload is stored: never overwritten) or REJECTED (with the reason: schema,
+        unstorable text or numbers, unknown or revoked key, bad signature). 200 whenever the
+        batch was judged; the rest of a batch is stored whatever its bad events."""
+        tenant = await authorized_tenant(deps.db, deps.limits, tenant_id, request)
+        events = batch_events(await read_json_body(request, deps.limits), deps.limits)
+        results = await deps.events.ingest(tenant, events)
         counts = Counter(result.outcome for result in results)
-        return EventBatchResult(
-            tenant_id=tenant_id,
-            counts={outcome: counts[outcome] for outcome in EventOutcome},
-            results=[EventResultOut.of(result) for result in results],
+        return JSONResponse(
+            {
+                "tenant_id": str(tenant),
+                "counts": {outcome.value: counts[outcome] for outcome in EventOutcome},
+                "results": [
+                    {
+                        "index": r.index,
+                        "season_id": r.season_id,
+                        "field_id": r.field_id,
+                        "outcome": r.outcome.value,
+                        "reason": r.reason,
+                    }
+                    for r in results
+                ],
+            }
         )
 
     @app.post(
@@ -158,33 +225,32 @@ def create_app(deps: ApiDependencies) -> FastAPI:
         response_model=EventResultOut,
         status_code=status.HTTP_201_CREATED,
         responses={
+            **_errors(*_FRONT_DOOR_ERRORS),
             status.HTTP_200_OK: {"model": EventResultOut, "description": "a duplicate"},
-            status.HTTP_404_NOT_FOUND: {"model": ErrorDetail},
             status.HTTP_409_CONFLICT: {"model": EventRefusal, "description": "a conflict"},
             status.HTTP_422_UNPROCESSABLE_CONTENT: {
-                "model": EventRefusal,
+                "model": EventRefusal | ErrorDetail,
                 "description": "rejected (schema, key or signature), or a malformed body",
             },
         },
+        openapi_extra=event_request_schema(),
     )
-    async def ingest_event(
-        tenant_id: UUID, event: SignedEvent, response: Response
-    ) -> EventResultOut | JSONResponse:
+    async def ingest_event(tenant_id: str, request: Request) -> Response:
         """One signed event: 201 ACCEPTED, 200 DUPLICATE, 409 CONFLICT, 422 REJECTED."""
-        await require_tenant(tenant_id)
-        (result,) = await deps.events.ingest(tenant_id, [event.incoming()])
+        tenant = await authorized_tenant(deps.db, deps.limits, tenant_id, request)
+        event = single_event(await read_json_body(request, deps.limits))
+        (result,) = await deps.events.ingest(tenant, [event])
         answer = EventResultOut.of(result)
+        code = {
+            EventOutcome.ACCEPTED: status.HTTP_201_CREATED,
+            EventOutcome.DUPLICATE: status.HTTP_200_OK,
+            EventOutcome.CONFLICT: status.HTTP_409_CONFLICT,
+            EventOutcome.REJECTED: status.HTTP_422_UNPROCESSABLE_CONTENT,
+        }[result.outcome]
         if result.outcome in (EventOutcome.CONFLICT, EventOutcome.REJECTED):
-            code = (
-                status.HTTP_409_CONFLICT
-                if result.outcome is EventOutcome.CONFLICT
-                else status.HTTP_422_UNPROCESSABLE_CONTENT
-            )
             refusal = EventRefusal(detail=result.reason or result.outcome.value, result=answer)
             return JSONResponse(refusal.model_dump(mode="json"), status_code=code)
-        if result.outcome is EventOutcome.DUPLICATE:
-            response.status_code = status.HTTP_200_OK
-        return answer
+        return JSONResponse(answer.model_dump(mode="json"), status_code=code)
 
     @app.post(
         "/v1/callbacks/training",
@@ -221,20 +287,27 @@ def create_app(deps: ApiDependencies) -> FastAPI:
         "/v1/tenants/{tenant_id}/drift-reports/{report_id}.html",
         tags=["drift"],
         response_class=HTMLResponse,
-        responses=_errors(status.HTTP_404_NOT_FOUND, status.HTTP_503_SERVICE_UNAVAILABLE),
+        responses=_errors(
+            status.HTTP_401_UNAUTHORIZED,
+            status.HTTP_403_FORBIDDEN,
+            status.HTTP_404_NOT_FOUND,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+        ),
     )
-    async def drift_report_page(tenant_id: UUID, report_id: UUID) -> HTMLResponse:
+    async def drift_report_page(tenant_id: str, report_id: UUID, request: Request) -> HTMLResponse:
         """One drift report as a self-contained HTML page: per feature the reference and
         current distributions over the frozen bins, PSI/KL/KS with the thresholds, the
-        verdict, n, and the report's signature status (checked against the pinned key)."""
-        await require_tenant(tenant_id)
+        verdict, n, and the report's signature status (checked against the pinned key).
+        Behind the tenant's API token, like every ``/v1/tenants/...`` route."""
+        tenant = await authorized_tenant(deps.db, deps.limits, tenant_id, request)
         if deps.drift_reports is None:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
                 "drift report pages need the object store and a trusted platform key",
             )
         try:
-            view = await deps.drift_reports.read(tenant_id, report_id)
+            view = await deps.drift_reports.read(tenant, report_id)
         except ObjectStoreUnavailableError as exc:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE, f"object store unreachable: {exc}"

@@ -1,8 +1,8 @@
 """The API's request and response bodies (the callbacks' bodies are the services' own models).
 
-Request models check only the transport shape (types, hex); whether an event is acceptable
-(payload schema, key, signature, the 64-byte signature length) is the service's per-event
-judgement, so one bad event never sinks a batch.
+The event routes read their bodies themselves (``api.ingest``), so one bad event never sinks a
+batch: :class:`SignedEvent` documents what a good event looks like (the OpenAPI request body),
+and whatever does not fit it is that event's REJECTED, judged by the service.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from domain.policies import EventOutcome
 from services.callbacks import CallbackOutcome, CallbackResult
-from services.events import EventResult, IncomingEvent
+from services.events import MAX_ID_CHARS, EventResult
 
-MAX_EVENTS_PER_BATCH = 10_000
-
-HexBytes = Annotated[str, StringConstraints(pattern=r"^(?:[0-9a-fA-F]{2})*$", max_length=256)]
+SignatureHex = Annotated[
+    str, StringConstraints(pattern=r"^[0-9a-fA-F]{128}$", min_length=128, max_length=128)
+]
+KeyIdHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 
 
 class _Body(BaseModel):
@@ -29,24 +30,40 @@ class SignedEvent(_Body):
     """One field observation, signed by a device key registered for the tenant over
     ``domain.documents.event_document(tenant_id, season_id, field_id, payload)``."""
 
-    season_id: str = Field(max_length=256)
-    field_id: str = Field(max_length=256)
-    payload: dict[str, Any]
-    signature: HexBytes = Field(description="Ed25519 signature (64 bytes) in hex")
-    key_id: str = Field(max_length=64, description="the device key's id (32 hex digits)")
-
-    def incoming(self) -> IncomingEvent:
-        return IncomingEvent(
-            season_id=self.season_id,
-            field_id=self.field_id,
-            payload=self.payload,
-            signature=bytes.fromhex(self.signature),
-            key_id=self.key_id,
-        )
+    season_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    field_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    payload: dict[str, Any] = Field(description="features, outcome, attributes, predictions")
+    signature: SignatureHex = Field(description="Ed25519 signature (64 bytes) in hex")
+    key_id: KeyIdHex = Field(description="the device key's id (32 hex digits)")
 
 
-class EventBatch(_Body):
-    events: list[SignedEvent] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
+def event_request_schema() -> dict[str, Any]:
+    """``openapi_extra`` of the single-event route: its body, documented though read raw."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SignedEvent.model_json_schema()}},
+        }
+    }
+
+
+def batch_request_schema(max_events: int) -> dict[str, Any]:
+    """``openapi_extra`` of the batch route."""
+    schema = {
+        "title": "EventBatch",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["events"],
+        "properties": {
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": max_events,
+                "items": SignedEvent.model_json_schema(),
+            }
+        },
+    }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 class EventResultOut(_Body):

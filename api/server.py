@@ -12,21 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import multiprocessing
+import os
 import signal
 import socket
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 from temporalio.client import Client
 
 from adapters.metrics import DatabaseState, Metrics
 from adapters.objectstore import ObjectStore, ObjectStoreConfigError
 from api.app import ApiDependencies, create_app
+from api.ingest import IngestLimits
 from db.repository import Database, UnsafeDatabaseRoleError
 from services.callbacks import CallbackHandler
 from services.drift_reports import DriftReportReader
@@ -53,6 +61,9 @@ class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 8088
     graceful_seconds: int = 10
+    #: share the port with sibling worker processes (SO_REUSEPORT: the kernel spreads
+    #: connections over them)
+    reuse_port: bool = False
 
 
 def training_callback_url(base_url: str) -> str:
@@ -95,30 +106,44 @@ async def api_dependencies(
             reports = DriftReportReader(db, store, trusted)
         except (TrustConfigError, ObjectStoreConfigError) as exc:
             log.warning("drift report pages are off: %s", exc)
+        events = LearningEventService(db, metrics=metrics)
+        stack.callback(events.close)
         yield ApiDependencies(
             db=db,
             callbacks=CallbackHandler(db, TemporalSignaller(client)),
-            events=LearningEventService(db, metrics=metrics),
+            events=events,
             metrics=metrics,
-            state=DatabaseState(settings.resolved_metrics_database_url()),
+            state=DatabaseState(settings.resolved_app_database_url()),
             drift_reports=reports,
+            limits=IngestLimits(
+                max_body_bytes=settings.api_max_body_bytes,
+                max_events=settings.api_max_events_per_batch,
+            ),
         )
 
 
-async def _bind(host: str, port: int) -> socket.socket:
-    loop = asyncio.get_running_loop()
+def _bind_now(host: str, port: int, *, reuse_port: bool, listen: bool = True) -> socket.socket:
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, _, _, _, address = infos[0]
-        return socket.create_server(address, family=family, backlog=2048)
+        if listen:
+            return socket.create_server(address, family=family, backlog=2048, reuse_port=reuse_port)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        return sock
     except OSError as exc:
         raise ApiStartupError(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+async def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    return await asyncio.to_thread(_bind_now, host, port, reuse_port=reuse_port)
 
 
 @asynccontextmanager
 async def serving(app: FastAPI, config: ApiConfig) -> AsyncIterator[str]:
     """Serve ``app`` until the block ends; yields the base URL (``http://host:port``)."""
-    sock = await _bind(config.host, config.port)
+    sock = await _bind(config.host, config.port, reuse_port=config.reuse_port)
     try:
         host, port = sock.getsockname()[:2]
         server = _Server(
@@ -156,7 +181,7 @@ async def running_api(
         yield await stack.enter_async_context(serving(create_app(deps), config))
 
 
-async def run_api(settings: Settings, config: ApiConfig) -> None:
+async def run_api(settings: Settings, config: ApiConfig, *, announce: bool = True) -> None:
     """Serve until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -166,13 +191,97 @@ async def run_api(settings: Settings, config: ApiConfig) -> None:
     try:
         async with running_api(settings, config) as url:
             log.info("API serving at %s", url)
-            print(
-                f"rai api: serving {url} (OpenAPI: {url}/docs; training callbacks:"
-                f" {training_callback_url(url)})",
-                flush=True,
-            )
+            if announce:
+                _announce(url)
             await stop.wait()
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+    if announce:
+        print("rai api: stopped", flush=True)
+
+
+def _announce(url: str, workers: int = 1) -> None:
+    processes = f", {workers} worker processes" if workers > 1 else ""
+    print(
+        f"rai api: serving {url} (OpenAPI: {url}/docs; training callbacks:"
+        f" {training_callback_url(url)}{processes})",
+        flush=True,
+    )
+
+
+# One process per core this process may run on, but not dozens on a big node whose cgroup
+# quota (which neither count sees) gives the pod a few cores: scale pods, not processes.
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers() -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
+
+
+def _worker_main(settings: Settings, config: ApiConfig, ready: Any) -> None:
+    """One of ``serve_workers``' processes: the whole API on the shared port."""
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        async with running_api(settings, config):
+            ready.release()
+            await stop.wait()
+
+    try:
+        uvloop.run(serve())
+    except ApiStartupError as exc:
+        print(f"rai api: worker {os.getpid()}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def serve_workers(settings: Settings, config: ApiConfig, workers: int) -> None:
+    """Serve with ``workers`` processes sharing one port (SO_REUSEPORT) until SIGTERM/SIGINT.
+
+    This process reserves the port (bound, never listening, so the kernel hands it no
+    connections), starts the workers, waits until each serves, and stops them all when told
+    to -- or as soon as one of them dies, so a half-working API never looks healthy."""
+    reserved = _bind_now(config.host, config.port, reuse_port=True, listen=False)
+    host, port = reserved.getsockname()[:2]
+    shared = dataclasses.replace(config, port=port, reuse_port=True)
+    context = multiprocessing.get_context("spawn")
+    ready = context.Semaphore(0)
+    children = [
+        context.Process(target=_worker_main, args=(settings, shared, ready), daemon=False)
+        for _ in range(workers)
+    ]
+    stopping = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stopping.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        for child in children:
+            child.start()
+        started = 0
+        while started < workers:
+            if ready.acquire(timeout=0.2):
+                started += 1
+            elif stopping.is_set() or any(not c.is_alive() for c in children):
+                raise ApiStartupError("an API worker process stopped while starting")
+        shown = f"[{host}]" if ":" in host else host
+        _announce(f"http://{shown}:{port}", workers)
+        while not stopping.wait(0.5):
+            if any(not child.is_alive() for child in children):
+                raise ApiStartupError("an API worker process died; stopping the others")
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()  # SIGTERM: each worker stops gracefully
+        for child in children:
+            child.join(config.graceful_seconds + 5)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        reserved.close()
     print("rai api: stopped", flush=True)

@@ -1,4 +1,5 @@
-"""``rai bench drift``: how long the full drift analysis takes, next to plain scipy KS tests.
+"""``rai bench drift``: how long the full drift analysis takes, next to plain scipy KS tests;
+``rai bench ingest``: signed events per second through the HTTP API (see ``cli.ingest_bench``).
 
 The synthetic data (not timed): every feature's reference sample is standard normal; in the
 current sample the even-numbered features keep that distribution and the odd-numbered ones
@@ -41,6 +42,25 @@ def register(groups: Any) -> None:
     add_json_flag(p)
     p.set_defaults(handler=run_drift_bench)
 
+    p = commands.add_parser(
+        "ingest",
+        help="signed events/s through the HTTP API, end to end, counted in the database",
+    )
+    p.add_argument("--seconds", type=_positive_float, default=10.0, help="sending time (10)")
+    p.add_argument(
+        "--rate", type=_positive_float, help="events/s to offer (default: as fast as answered)"
+    )
+    p.add_argument("--batch", type=_positive_int, default=500, help="events per request (500)")
+    p.add_argument("--concurrency", type=_positive_int, default=4, help="connections in flight (4)")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="API worker processes to start (default: as `rai api`)",
+    )
+    p.add_argument("--url", help="an API already serving this database (default: start one)")
+    add_json_flag(p)
+    p.set_defaults(handler=run_ingest_bench_command)
+
 
 def _positive_int(value: str) -> int:
     try:
@@ -50,6 +70,48 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return number
+
+
+def run_ingest_bench_command(args: argparse.Namespace, settings: Settings) -> int:
+    from api.server import default_workers
+    from cli.ingest_bench import run_ingest_bench
+
+    def progress(text: str) -> None:
+        if not args.json:
+            print(f"  {text}", flush=True)
+
+    workers = args.workers or settings.api_workers or default_workers()
+    result = run_ingest_bench(
+        settings,
+        seconds=args.seconds,
+        rate=args.rate,
+        batch=args.batch,
+        concurrency=args.concurrency,
+        workers=workers,
+        url=args.url,
+        progress=progress,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['events_per_s']:.0f} events/s (p50 {result['p50_ms']} ms, p99"
+            f" {result['p99_ms']} ms per batch of {args.batch}); sent {result['sent']}, stored"
+            f" {result['stored']}, lost {result['lost']}, duplicates {result['duplicates']},"
+            f" 5xx {result['errors_5xx']}; Ed25519 ceiling {result['verify_ceiling_per_s']:.0f}/s"
+            f" (ratio {result['ratio']})"
+        )
+    return 0 if result["lost"] == 0 and result["errors_5xx"] == 0 else 1
 
 
 def synthetic_samples(

@@ -2,10 +2,11 @@
 
 Stack up -> migrate -> storage -> demo tenant with its platform key (registered the administrative
 way, as `rai keys platform register` does) and a device key -> a reference season and a
-visibly drifted season of signed events -> a worker -> RetrainingPipeline -> summary -> the new
-model version verified. Exits 0 only if all of that happened; running it again trains the next
-version. ``rai demo seed`` does only the tenant and its events. With ``--json`` the steps stay
-quiet and one document describes the outcome.
+visibly drifted season of signed events, sent to the HTTP API with an API token as a field
+gateway would -> a worker -> RetrainingPipeline -> summary -> the new model version verified.
+Exits 0 only if all of that happened; running it again trains the next version. ``rai demo
+seed`` does only the tenant and its events (through the services, no API running). With
+``--json`` the steps stay quiet and one document describes the outcome.
 """
 
 from __future__ import annotations
@@ -26,8 +27,16 @@ from db.repository import Database
 from db.tenants import create_tenant
 from devstack import Stack, StackError, StackInfo, StackStartError
 from domain.pipeline import PipelineOutcome
-from services.demo import SeededSeason, seed_season
-from services.keys import PlatformKeyError, load_platform_signer, register_platform_key
+from domain.policies import EventOutcome
+from domain.signing import Signer
+from services.demo import SeededSeason, season_events, seed_season
+from services.keys import (
+    PlatformKeyError,
+    load_platform_signer,
+    register_key,
+    register_platform_key,
+)
+from services.tokens import create_token
 from services.verify import ProvenanceVerifier
 from settings import Settings, app_dsn_for, redacted_dsn
 
@@ -77,9 +86,54 @@ class DemoTenant:
     seasons: tuple[SeededSeason, ...]
 
 
+async def send_season(
+    api_url: str, token: str, tenant_id: UUID, season: str, device: Signer, *, shift: float,
+    seed: int, batch_size: int = 500,
+) -> SeededSeason:  # fmt: skip
+    """A season of signed events sent to the API as a client would: bearer token, batches."""
+    import aiohttp
+
+    counts = {outcome.value: 0 for outcome in EventOutcome}
+    events = season_events(
+        tenant_id, season, EVENTS_PER_SEASON, device, ndvi_shift=shift, seed=seed
+    )
+    url = f"{api_url}/v1/tenants/{tenant_id}/events"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+        for start in range(0, len(events), batch_size):
+            body = {
+                "events": [
+                    {
+                        "season_id": e.season_id,
+                        "field_id": e.field_id,
+                        "payload": dict(e.payload),
+                        "signature": e.signature.hex(),
+                        "key_id": e.key_id,
+                    }
+                    for e in events[start : start + batch_size]
+                ]
+            }
+            async with session.post(url, json=body) as response:
+                if response.status != 200:
+                    raise CommandError(
+                        f"the API refused the demo's events: {response.status}"
+                        f" {await response.text()}"
+                    )
+                answer = await response.json()
+            for outcome, count in answer["counts"].items():
+                counts[outcome] += count
+    return SeededSeason(season, counts)
+
+
 async def seed_demo_tenant(
-    db: Database, settings: Settings, tenant_name: str, progress: Progress
+    db: Database,
+    settings: Settings,
+    tenant_name: str,
+    progress: Progress,
+    *,
+    api_url: str | None = None,
 ) -> DemoTenant:
+    """The demo tenant and its two seasons: sent to the API at ``api_url`` with a new API
+    token, or (no API) handed to the services directly."""
     tenant = await create_tenant(db, tenant_name, demo_tenant_id(tenant_name))
     progress.detail(f"tenant {tenant.name}: {tenant.id}")
     # What `rai keys platform register` does: the administrative login, never rai_app.
@@ -89,11 +143,22 @@ async def seed_demo_tenant(
     except (PlatformKeyError, ValueError, OSError) as exc:
         raise CommandError(f"platform key for the demo tenant: {exc}") from exc
     progress.detail(f"platform key {kid} registered (administrative login)")
+    token = None
+    if api_url is not None:
+        token = (await create_token(db, tenant.id, "rai demo")).secret
+        progress.detail(f"API token issued; events go to {api_url} with it")
     seasons = []
     for season, shift, seed in ((REFERENCE_SEASON, 0.0, 2025), (DRIFTED_SEASON, 0.15, 2026)):
-        seeded = await seed_season(
-            db, tenant.id, season, EVENTS_PER_SEASON, ndvi_shift=shift, seed=seed
-        )
+        if api_url is not None and token is not None:
+            device = Signer.generate()
+            await register_key(db, tenant.id, device.public_key, "device")
+            seeded = await send_season(
+                api_url, token, tenant.id, season, device, shift=shift, seed=seed
+            )
+        else:
+            seeded = await seed_season(
+                db, tenant.id, season, EVENTS_PER_SEASON, ndvi_shift=shift, seed=seed
+            )
         counts = ", ".join(f"{k.lower()} {v}" for k, v in seeded.counts.items() if v)
         progress.detail(f"season {season}: {EVENTS_PER_SEASON} signed events ({counts})")
         seasons.append(seeded)
@@ -171,16 +236,18 @@ async def _demo(settings: Settings, tenant_name: str, *, as_json: bool) -> int:
         for setup in await init_storage(store, settings):
             progress.detail(setup.line())
 
-    progress.step(4, "demo tenant, platform and device keys, signed events")
+    progress.step(4, "demo tenant, platform and device keys, API token, signed events over HTTP")
     async with app_database(settings) as db:
-        tenant = (await seed_demo_tenant(db, settings, tenant_name, progress)).id
-
-        progress.step(5, "retraining pipeline (API for callbacks, worker on both task queues)")
         async with (
             temporal(settings) as client,
             running_api(settings, ApiConfig(port=0), client=client) as api_url,
         ):
             progress.detail(f"api {api_url} (OpenAPI at {api_url}/docs)")
+            tenant = (
+                await seed_demo_tenant(db, settings, tenant_name, progress, api_url=api_url)
+            ).id
+
+            progress.step(5, "retraining pipeline (API for callbacks, worker on both task queues)")
             settings = settings.model_copy(update={"callback_url": training_callback_url(api_url)})
             async with running_workers(settings, client=client):
                 started = await start_pipeline(

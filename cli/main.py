@@ -30,6 +30,7 @@ GROUPS = {
     "db": "cli.db_commands",
     "tenant": "cli.tenant_commands",
     "keys": "cli.keys_commands",
+    "token": "cli.token_commands",
     "storage": "cli.storage_commands",
     "drift": "cli.drift_commands",
     "bench": "cli.bench_commands",

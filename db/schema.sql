@@ -250,6 +250,14 @@ CREATE TABLE rai.integrity_checks (
     CONSTRAINT integrity_checks_one_row_per_seq UNIQUE (tenant_id, seq)
 );
 
+-- A pipeline run records its outcome once: a RECORD_OUTCOME activity retried after its first
+-- attempt committed finds this row and appends nothing (services.pipeline.record_outcome), and
+-- two attempts racing cannot both append. Outcomes recorded before migration 0010 carry no
+-- run id and are left alone.
+CREATE UNIQUE INDEX integrity_checks_one_outcome_per_run
+    ON rai.integrity_checks (tenant_id, subject_id, (details ->> 'workflow_run_id'))
+    WHERE check_type = 'pipeline.outcome';
+
 CREATE TABLE rai.dead_letters (
     id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant_id    uuid NOT NULL REFERENCES rai.tenants (id),
@@ -263,6 +271,22 @@ CREATE TABLE rai.dead_letters (
 
 CREATE INDEX dead_letters_unresolved ON rai.dead_letters (tenant_id, created_at)
     WHERE resolved_at IS NULL;
+
+-- Per-tenant API tokens (issue 9): only a token's SHA-256 is stored; see triggers.sql for the
+-- laws (revoke once, never delete, audited) and the one cross-tenant question.
+CREATE TABLE rai.api_tokens (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id     uuid NOT NULL REFERENCES rai.tenants (id),
+    name          text NOT NULL CONSTRAINT api_tokens_name_format
+                      CHECK (btrim(name) <> '' AND length(name) <= 200),
+    token_sha256  rai.sha256_hex NOT NULL CONSTRAINT api_tokens_one_row_per_token UNIQUE,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz CONSTRAINT api_tokens_expire_after_creation
+                      CHECK (expires_at IS NULL OR expires_at > created_at),
+    revoked_at    timestamptz
+);
+
+CREATE INDEX api_tokens_by_tenant ON rai.api_tokens (tenant_id, created_at);
 
 -- Privileges. rai_app gets DML on what it needs and nothing else: no TRUNCATE, no DDL, no
 -- write on the status history (only the trigger writes it) or the FSM table. What rai_app may
@@ -285,6 +309,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON rai.bias_audits TO rai_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON rai.integrity_checks TO rai_app;
 GRANT SELECT, INSERT, UPDATE ON rai.dead_letters TO rai_app;
 GRANT SELECT, INSERT, UPDATE ON rai.tenant_fences TO rai_app;
+GRANT SELECT, INSERT, UPDATE ON rai.api_tokens TO rai_app;
 
 -- Row-level security (M14): ENABLE and FORCE on every tenant table, so the owner is bound
 -- too; one policy per command. (SELECT rai.current_tenant_id()) is evaluated once per query.
@@ -304,7 +329,8 @@ BEGIN
         ('bias_audits', 'tenant_id'),
         ('integrity_checks', 'tenant_id'),
         ('dead_letters', 'tenant_id'),
-        ('tenant_fences', 'tenant_id')
+        ('tenant_fences', 'tenant_id'),
+        ('api_tokens', 'tenant_id')
     LOOP
         EXECUTE format('ALTER TABLE rai.%I ENABLE ROW LEVEL SECURITY', tenant_table);
         EXECUTE format('ALTER TABLE rai.%I FORCE ROW LEVEL SECURITY', tenant_table);
@@ -325,3 +351,7 @@ BEGIN
     END LOOP;
 END;
 $$;
+
+-- rai.api_token_valid_elsewhere() (below) runs as rai_owner and must see every tenant's rows
+-- to answer its one question; rai_owner is NOLOGIN and nothing else runs as it but migrations.
+CREATE POLICY owner_token_lookup ON rai.api_tokens FOR SELECT TO rai_owner USING (true);

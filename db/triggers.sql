@@ -350,7 +350,8 @@ CREATE TRIGGER validate_training_run_transition BEFORE UPDATE ON rai.training_ru
     FOR EACH ROW EXECUTE FUNCTION rai.validate_training_run_transition();
 
 -- Fencing: a run is recorded only with a fencing token (RA008 without one, before the NOT NULL
--- constraint answers) newer than every run of its tenant before it. A per-tenant advisory lock serialises the check with concurrent inserts.
+-- constraint answers) newer than every run of its tenant before it. A per-tenant advisory lock
+-- serialises the check with concurrent inserts.
 CREATE FUNCTION rai.enforce_fencing_token() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
@@ -470,6 +471,74 @@ CREATE TRIGGER validate_shadow_audit_signer BEFORE UPDATE ON rai.model_versions
     FOR EACH ROW WHEN (NEW.status = 'SHADOW' AND OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION rai.validate_shadow_audit_signer();
 
+-- API tokens (issue 9).
+-- A token may only be revoked, once; its other columns never change.
+CREATE TRIGGER guard_immutable_columns BEFORE UPDATE ON rai.api_tokens
+    FOR EACH ROW EXECUTE FUNCTION rai.guard_immutable_columns('revoked_at');
+
+CREATE FUNCTION rai.guard_api_token_revocation() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+BEGIN
+    IF OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS DISTINCT FROM OLD.revoked_at THEN
+        RAISE EXCEPTION 'api token %: a revoked token stays revoked', OLD.id
+            USING ERRCODE = 'RA006';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER guard_api_token_revocation BEFORE UPDATE ON rai.api_tokens
+    FOR EACH ROW EXECUTE FUNCTION rai.guard_api_token_revocation();
+
+CREATE TRIGGER forbid_append_only_change BEFORE DELETE ON rai.api_tokens
+    FOR EACH ROW EXECUTE FUNCTION rai.forbid_append_only_change();
+CREATE TRIGGER forbid_append_only_truncate BEFORE TRUNCATE ON rai.api_tokens
+    FOR EACH STATEMENT EXECUTE FUNCTION rai.forbid_append_only_change();
+
+-- Creating and revoking a token are audited by the database itself, in the same transaction.
+CREATE FUNCTION rai.record_api_token_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+BEGIN
+    INSERT INTO rai.integrity_checks
+        (tenant_id, check_type, subject_id, outcome, details, seq, prev_hash, row_hash)
+    VALUES (
+        NEW.tenant_id,
+        CASE WHEN TG_OP = 'INSERT' THEN 'api_token.create' ELSE 'api_token.revoke' END,
+        NEW.id::text,
+        'OK',
+        jsonb_build_object('name', NEW.name, 'expires_at', NEW.expires_at,
+                           'revoked_at', NEW.revoked_at),
+        0, repeat('0', 64), repeat('0', 64));
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER record_api_token_creation AFTER INSERT ON rai.api_tokens
+    FOR EACH ROW EXECUTE FUNCTION rai.record_api_token_change();
+CREATE TRIGGER record_api_token_revocation AFTER UPDATE OF revoked_at ON rai.api_tokens
+    FOR EACH ROW WHEN (OLD.revoked_at IS DISTINCT FROM NEW.revoked_at)
+    EXECUTE FUNCTION rai.record_api_token_change();
+
+-- The one question asked across tenants, so a caller can be told 403 (a valid token, for
+-- another tenant) rather than 401: is this hash that of a valid token of a tenant other than
+-- the transaction's? It answers only yes or no; never which tenant, never a row.
+CREATE FUNCTION rai.api_token_valid_elsewhere(token_hash text) RETURNS boolean
+    LANGUAGE sql STABLE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM rai.api_tokens AS t
+         WHERE t.token_sha256 = token_hash
+           AND t.tenant_id IS DISTINCT FROM rai.current_tenant_id()
+           AND t.revoked_at IS NULL
+           AND (t.expires_at IS NULL OR t.expires_at > now()));
+$$;
+
 -- Fencing that cannot be skipped (issue 11, item 4). A run is recorded only with a fencing
 -- token (a run without one is refused, RA008, before the NOT NULL constraint could answer
 -- with a generic code), and every later write that acts for the lease holder of a run -- the
@@ -559,3 +628,110 @@ GRANT EXECUTE ON FUNCTION rai.current_tenant_id() TO rai_app;
 GRANT EXECUTE ON FUNCTION rai.assert_current_fence(uuid, uuid, text) TO rai_app;
 GRANT EXECUTE ON FUNCTION
     rai.integrity_row_hash(text, uuid, bigint, text, text, text, jsonb, timestamptz) TO rai_app;
+GRANT EXECUTE ON FUNCTION rai.api_token_valid_elsewhere(text) TO rai_app;
+
+
+-- Metrics without a privileged login: migration 0010 (its header explains the design).
+DO $$
+DECLARE
+    tenant_table text;
+BEGIN
+    FOREACH tenant_table IN ARRAY ARRAY[
+        'tenants', 'dead_letters', 'training_runs', 'model_status_history'
+    ]
+    LOOP
+        EXECUTE format(
+            'CREATE POLICY metrics_aggregate_select ON rai.%I FOR SELECT TO rai_owner '
+            'USING (current_setting(''app.metrics_aggregate'', true) = ''on'')', tenant_table);
+    END LOOP;
+END;
+$$;
+
+-- Unresolved dead letters per queue (M8's alert reads this).
+CREATE FUNCTION rai.metrics_open_dead_letters()
+    RETURNS TABLE (queue text, open bigint)
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    previous text := current_setting('app.metrics_aggregate', true);
+BEGIN
+    PERFORM set_config('app.metrics_aggregate', 'on', true);
+    RETURN QUERY
+        SELECT d.queue, count(*) FROM rai.dead_letters AS d
+         WHERE d.resolved_at IS NULL GROUP BY d.queue;
+    PERFORM set_config('app.metrics_aggregate', coalesce(previous, ''), true);
+END;
+$$;
+
+-- Every tenant, and whether its retraining cooldown (`cooldown` after its latest rollback;
+-- the length comes from domain.policies) still runs at `at`.
+CREATE FUNCTION rai.metrics_cooldowns(at timestamptz, cooldown interval)
+    RETURNS TABLE (tenant_id uuid, active boolean)
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    previous text := current_setting('app.metrics_aggregate', true);
+BEGIN
+    PERFORM set_config('app.metrics_aggregate', 'on', true);
+    RETURN QUERY
+        SELECT t.id, coalesce(at < max(h.changed_at) + cooldown, false)
+          FROM rai.tenants AS t
+          LEFT JOIN rai.model_status_history AS h
+            ON h.tenant_id = t.id AND h.to_status = 'ROLLED_BACK'
+         GROUP BY t.id;
+    PERFORM set_config('app.metrics_aggregate', coalesce(previous, ''), true);
+END;
+$$;
+
+-- Every tenant's id and name (rai_tenant_info).
+CREATE FUNCTION rai.metrics_tenants()
+    RETURNS TABLE (tenant_id uuid, name text)
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    previous text := current_setting('app.metrics_aggregate', true);
+BEGIN
+    PERFORM set_config('app.metrics_aggregate', 'on', true);
+    RETURN QUERY
+        SELECT t.id, t.name FROM rai.tenants AS t;
+    PERFORM set_config('app.metrics_aggregate', coalesce(previous, ''), true);
+END;
+$$;
+
+-- Training runs QUEUED or RUNNING per tenant and status, and the age at `at` of the oldest
+-- RUNNING one.
+CREATE FUNCTION rai.metrics_active_training_runs(at timestamptz)
+    RETURNS TABLE (tenant_id uuid, status text, runs bigint, oldest_seconds double precision)
+    LANGUAGE plpgsql VOLATILE
+    SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    previous text := current_setting('app.metrics_aggregate', true);
+BEGIN
+    PERFORM set_config('app.metrics_aggregate', 'on', true);
+    RETURN QUERY
+        SELECT r.tenant_id, r.status, count(*),
+               (max(extract(epoch FROM (at - coalesce(r.started_at, r.created_at))))
+                   FILTER (WHERE r.status = 'RUNNING'))::double precision
+          FROM rai.training_runs AS r
+         WHERE r.status IN ('QUEUED', 'RUNNING')
+         GROUP BY r.tenant_id, r.status;
+    PERFORM set_config('app.metrics_aggregate', coalesce(previous, ''), true);
+END;
+$$;
+
+REVOKE ALL ON FUNCTION rai.metrics_open_dead_letters() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rai.metrics_cooldowns(timestamptz, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rai.metrics_tenants() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rai.metrics_active_training_runs(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rai.metrics_open_dead_letters() TO rai_app;
+GRANT EXECUTE ON FUNCTION rai.metrics_cooldowns(timestamptz, interval) TO rai_app;
+GRANT EXECUTE ON FUNCTION rai.metrics_tenants() TO rai_app;
+GRANT EXECUTE ON FUNCTION rai.metrics_active_training_runs(timestamptz) TO rai_app;

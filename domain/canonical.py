@@ -40,6 +40,15 @@ def canonical_json(value: Any) -> bytes:
     ).encode("utf-8")
 
 
+def canonical_json_of_checked(value: Any) -> bytes:
+    """:func:`canonical_json` without the type walk, for a value the caller has already walked
+    (ingest checks every decoded event for what Postgres can store). Non-finite numbers are
+    still refused (ValueError)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -7,13 +7,15 @@ always rebuilt the same way from stored fields.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from domain.canonical import canonical_sha256
+from domain.canonical import canonical_sha256, sha256_hex
+from domain.signing import DocumentKind, kind_prefix
 
 
 class EventPayload(BaseModel):
@@ -50,6 +52,34 @@ def event_document(
 
 def payload_sha256(payload: Mapping[str, Any]) -> str:
     return canonical_sha256(dict(payload))
+
+
+def _json_text(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def event_signed_bytes_and_payload_sha256(
+    tenant_id: UUID, season_id: str, field_id: str, payload_json: bytes
+) -> tuple[bytes, str]:
+    """What a device signed for an event and the payload's SHA-256, from the payload's
+    canonical JSON computed once (ingest's hot path). Byte for byte
+    ``signed_bytes(EVENT, event_document(...))`` and ``payload_sha256(payload)``: the canonical
+    form sorts keys, and ``event_document``'s keys sort as field_id, payload, season_id,
+    tenant_id (tests/unit proves the equality)."""
+    document = b"".join(
+        (
+            b'{"field_id":',
+            _json_text(field_id).encode("utf-8"),
+            b',"payload":',
+            payload_json,
+            b',"season_id":',
+            _json_text(season_id).encode("utf-8"),
+            b',"tenant_id":"',
+            str(tenant_id).encode("ascii"),
+            b'"}',
+        )
+    )
+    return kind_prefix(DocumentKind.EVENT) + document, sha256_hex(payload_json)
 
 
 class ModelVersionDocument(BaseModel):

@@ -105,6 +105,10 @@ class LeaseInfo(_Message):
     token: str
     fence: int
     holder: str
+    # When the lease was granted (Unix epoch milliseconds, the acquiring worker's clock), so
+    # whichever worker releases it can tell how long it was held. None in histories recorded
+    # before the field existed.
+    granted_at_ms: int | None = None
 
 
 class LockResult(_Message):

@@ -36,8 +36,13 @@ class KeyMaterialError(ValueError):
     """Malformed key material."""
 
 
+def kind_prefix(kind: DocumentKind) -> bytes:
+    """The domain-separation prefix of ``kind``: what comes before the canonical JSON."""
+    return b"rai-level-d/" + kind.value.encode("ascii") + b"/v1\n"
+
+
 def signed_bytes(kind: DocumentKind, document: Mapping[str, Any]) -> bytes:
-    return b"rai-level-d/" + kind.value.encode("ascii") + b"/v1\n" + canonical_json(document)
+    return kind_prefix(kind) + canonical_json(document)
 
 
 def key_id(public_key: bytes) -> str:

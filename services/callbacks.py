@@ -10,8 +10,9 @@ public half is stored in ``training_runs.callback_public_key``). The handler
 2. looks the run up *in the tenant the document names* (row-level security: a run of another
    tenant is simply not there, :class:`UnknownTrainingRunError`);
 3. verifies the signature over the document rebuilt from the received fields
-   (:class:`CallbackSignatureError`; the refusal is recorded in the tenant's audit log and
-   nothing is signalled);
+   (:class:`CallbackSignatureError`; nothing is written and nothing is signalled: the
+   callback routes take no API token, so a body nobody can vouch for must not be able to add
+   rows to a tenant's audit log);
 4. records the callback in ``integrity_checks`` (``training.callback``: ACCEPTED, DUPLICATE —
    the same document again —, or RUN_FINISHED — the run is already final, its pipeline has
    moved on);
@@ -257,16 +258,16 @@ class CallbackHandler:
                 outcome = CallbackOutcome.DUPLICATE
             else:
                 outcome = CallbackOutcome.ACCEPTED
+            if outcome is CallbackOutcome.REJECTED:
+                # Raised inside the transaction: an unverifiable body writes nothing.
+                refusal = CallbackSignatureError(
+                    f"training callback for run {run_id}: {details['reason']}"
+                )
+                log.warning("%s", refusal)
+                raise refusal
             await record_check(
                 conn, tenant, TRAINING_CALLBACK_CHECK, str(run_id), outcome.value, details
             )
-        # Refusals are raised after the commit: they stay on record.
-        if outcome is CallbackOutcome.REJECTED:
-            refusal = CallbackSignatureError(
-                f"training callback for run {run_id}: {details['reason']}"
-            )
-            log.warning("%s", refusal)
-            raise refusal
         if outcome is CallbackOutcome.RUN_FINISHED:
             return CallbackResult(
                 tenant,
@@ -347,17 +348,20 @@ class CallbackHandler:
                 outcome = CallbackOutcome.DUPLICATE
             else:
                 outcome = CallbackOutcome.ACCEPTED
+            if outcome is CallbackOutcome.REJECTED:
+                # Raised inside the transaction: an unverifiable body writes nothing.
+                rejected = CallbackSignatureError(
+                    f"drift callback for report {report_id}: {details['reason']}"
+                )
+                log.warning("%s", rejected)
+                raise rejected
             verdict: str | None = report["verdict"] if report is not None else None
             details["verdict"] = verdict
             await record_check(
                 conn, tenant, DRIFT_CALLBACK_CHECK, str(report_id), outcome.value, details
             )
-        # Refusals are raised after the commit: they stay on record.
-        if outcome is CallbackOutcome.REJECTED:
-            refusal: GovernanceRefusal = CallbackSignatureError(
-                f"drift callback for report {report_id}: {details['reason']}"
-            )
-        elif outcome is CallbackOutcome.MISMATCH:
+        # A verified but mismatching report is raised after the commit: it stays on record.
+        if outcome is CallbackOutcome.MISMATCH:
             refusal = DriftReportMismatchError(details["reason"])
         else:
             return CallbackResult(

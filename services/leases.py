@@ -13,9 +13,9 @@ from services.pipeline import PipelineService
 from services.ports import MetricsPort
 from services.reaper import PipelineReaper
 
-# Leases this process took, by token, for the hold-time histogram; one older than this was
-# released elsewhere (another worker ran the release step) and is forgotten.
-_FORGET_AFTER_SECONDS = 24 * 3600.0
+
+def _epoch_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class TenantLeases:
@@ -31,7 +31,6 @@ class TenantLeases:
         self._pipeline = pipeline
         self._reaper = reaper
         self._metrics: MetricsPort = metrics if metrics is not None else Metrics()
-        self._taken: dict[str, float] = {}
 
     async def acquire(self, tenant_id: UUID, holder: str) -> LeaseInfo | None:
         """The tenant's lease, or None while someone else holds it. Its fence is above the
@@ -48,10 +47,12 @@ class TenantLeases:
         if lease is None:
             return None
         await self._pipeline.record_fence(tenant_id, lease.fence, lease.holder)
-        self._taken = {t: at for t, at in self._taken.items() if now - at < _FORGET_AFTER_SECONDS}
-        self._taken[lease.token] = now
         return LeaseInfo(
-            tenant_id=lease.tenant_id, token=lease.token, fence=lease.fence, holder=lease.holder
+            tenant_id=lease.tenant_id,
+            token=lease.token,
+            fence=lease.fence,
+            holder=lease.holder,
+            granted_at_ms=_epoch_ms(),
         )
 
     async def renew(self, info: LeaseInfo) -> bool:
@@ -59,10 +60,14 @@ class TenantLeases:
         return await self._mutex.renew(self._lease(info))
 
     async def release(self, info: LeaseInfo) -> None:
+        """Release the lease and observe how long it was held, whichever worker took it (the
+        grant time travels in the lease; wall clocks, so workers' clocks are assumed close,
+        and a negative span counts as 0). A lease of an older history, with no grant time, is
+        released without an observation."""
         await self._mutex.release(self._lease(info))
-        taken = self._taken.pop(info.token, None)
-        if taken is not None:
-            self._metrics.lease_released(str(info.tenant_id), time.monotonic() - taken)
+        if info.granted_at_ms is not None:
+            held = (_epoch_ms() - info.granted_at_ms) / 1000
+            self._metrics.lease_released(str(info.tenant_id), held)
 
     def _lease(self, info: LeaseInfo) -> Lease:
         return Lease(

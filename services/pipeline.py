@@ -334,18 +334,39 @@ class PipelineService:
             )
         return letter_id
 
-    async def record_outcome(self, workflow_id: str, result: PipelineResult) -> None:
-        async with self._db.transaction(result.tenant_id) as conn:
-            await record_check(
-                conn,
-                result.tenant_id,
-                "pipeline.outcome",
-                workflow_id,
-                result.outcome.value,
-                json.loads(result.model_dump_json()),
-            )
+    async def record_outcome(
+        self, workflow_id: str, workflow_run_id: str, result: PipelineResult
+    ) -> bool:
+        """Append the pipeline's outcome to the tenant's integrity chain and count it, once per
+        workflow run: an activity retried after its first attempt committed finds the row
+        (the run id is in its details) and records and counts nothing; two racing attempts
+        meet the unique index ``integrity_checks_one_outcome_per_run``. True when recorded
+        now."""
+        details = {**json.loads(result.model_dump_json()), "workflow_run_id": workflow_run_id}
+        try:
+            async with self._db.transaction(result.tenant_id) as conn:
+                if await conn.fetchval(
+                    "SELECT 1 FROM integrity_checks WHERE check_type = 'pipeline.outcome'"
+                    " AND subject_id = $1 AND details ->> 'workflow_run_id' = $2",
+                    workflow_id,
+                    workflow_run_id,
+                ):
+                    return False
+                await record_check(
+                    conn,
+                    result.tenant_id,
+                    "pipeline.outcome",
+                    workflow_id,
+                    result.outcome.value,
+                    details,
+                )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "integrity_checks_one_outcome_per_run":
+                raise
+            return False  # another attempt recorded it meanwhile
         # One increment per finished pipeline: every way out of the workflow ends here.
         self._metrics.pipeline_finished(str(result.tenant_id), result.outcome.value)
+        return True
 
 
 class DriftCheck:

@@ -28,6 +28,7 @@ from domain.signing import DocumentKind, Signer
 from services.callbacks import CallbackHandler
 from services.events import LearningEventService
 from services.keys import register_key
+from services.tokens import create_token
 from settings import Settings, app_dsn_for
 from tests.integration.callback_support import (
     ARTIFACT_SHA,
@@ -94,10 +95,13 @@ async def api(
 
 
 @pytest.fixture
-async def farm(services_env: ServicesEnv) -> tuple[UUID, Signer]:
+async def farm(services_env: ServicesEnv, api: httpx.AsyncClient) -> tuple[UUID, Signer]:
+    """A tenant with a device key; ``api`` sends with one of the tenant's API tokens."""
     tenant = await services_env.tenant()
     device = Signer.generate()
     await register_key(services_env.db, tenant, device.public_key, "device")
+    token = await create_token(services_env.db, tenant, "test client")
+    api.headers["Authorization"] = f"Bearer {token.secret}"
     return tenant, device
 
 
@@ -150,7 +154,7 @@ async def test_a_single_event_answers_with_its_own_status(
     assert rejected.json()["detail"] == f"unknown signing key {stranger.key_id}"
 
 
-async def test_events_for_an_unknown_tenant_are_not_found(
+async def test_a_token_sends_for_its_own_tenant_only(
     api: httpx.AsyncClient, farm: tuple[UUID, Signer]
 ) -> None:
     tenant, device = farm
@@ -158,8 +162,8 @@ async def test_events_for_an_unknown_tenant_are_not_found(
     event = signed_event(device, tenant, "2026", "f-1", payload(0.5))
     batch = await api.post(f"/v1/tenants/{nobody}/events", json={"events": [event]})
     single = await api.post(f"/v1/tenants/{nobody}/events/single", json=event)
-    assert (batch.status_code, single.status_code) == (404, 404)
-    assert batch.json() == {"detail": f"unknown tenant {nobody}"}
+    assert (batch.status_code, single.status_code) == (403, 403)
+    assert batch.json() == {"detail": f"this token may not send for tenant {nobody}"}
 
 
 @pytest.mark.parametrize(
@@ -168,7 +172,7 @@ async def test_events_for_an_unknown_tenant_are_not_found(
         ("events", {}),
         ("events", {"events": []}),
         ("events", {"events": "all of them"}),
-        ("events", {"events": [{"season_id": "2026", "field_id": "f"}]}),
+        ("events", {"events": [], "more": 1}),
         ("events/single", {"season_id": "2026", "field_id": "f", "payload": {}, "key_id": "k"}),
         (
             "events/single",
@@ -202,7 +206,9 @@ async def test_malformed_event_requests_are_refused_whole(
     assert response.json()["detail"]
 
 
-async def test_malformed_paths_and_json_are_refused(api: httpx.AsyncClient) -> None:
+async def test_malformed_paths_and_json_are_refused(
+    api: httpx.AsyncClient, farm: tuple[UUID, Signer]
+) -> None:
     bad_tenant = await api.post("/v1/tenants/farm-7/events", json={"events": []})
     assert bad_tenant.status_code == 422
     not_json = await api.post(

@@ -237,6 +237,16 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     revoked = await run("keys", "revoke", "--tenant", str(tenant), device["key_id"])
     assert revoked["revoked"] is True
 
+    token = await run("token", "create", "--tenant", str(tenant), "--name", "ci", "--expires", "7")
+    assert token["token"].startswith("rai_")
+    assert (token["name"], token["tenant_id"], token["revoked_at"]) == ("ci", str(tenant), None)
+    assert token["expires_at"] > token["created_at"]
+    tokens = await run("token", "list", "--tenant", str(tenant))
+    assert [t["id"] for t in tokens["tokens"]] == [token["id"]]
+    assert token["token"] not in json.dumps(tokens)  # shown once, never again
+    token_revoked = await run("token", "revoke", "--tenant", str(tenant), token["id"])
+    assert (token_revoked["id"], token_revoked["revoked_at"] is not None) == (token["id"], True)
+
     init = await run("storage", "init")
     assert init["changed"] == 0  # the run's buckets are initialised already
     assert all(step["changed"] is False for step in init["settings"])
@@ -250,6 +260,18 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     assert compared["features"]["yield"]["verdict"] == "DRIFT"
     bench = await run("bench", "drift", "--features", "2", "--rows", "3000")
     assert (bench["features"], bench["rows"]) == (2, 3000)
+    # Starts its own API (`rai api --workers 2`: two processes on one port), sends signed
+    # events with a token, counts them in the database.
+    ingest = await run(
+        "bench", "ingest", "--seconds", "2", "--rate", "300", "--batch", "50",
+        "--concurrency", "2", "--workers", "2",
+    )  # fmt: skip
+    assert ingest["sent"] == ingest["stored"] == 600, ingest
+    assert (ingest["lost"], ingest["errors_5xx"], ingest["duplicates"]) == (0, 0, 0)
+    assert ingest["events_per_s"] > 0
+    assert ingest["verify_ceiling_per_s"] > 0
+    assert {"p50_ms", "p99_ms", "ratio"} <= set(ingest)
+    assert ingest["api_workers"] == 2
 
     # The retraining pipeline, for real: a drifted tenant ends with a verified SHADOW model.
     await world.services.seed_events(tenant, "2025", 1100, seed=1)
@@ -457,6 +479,8 @@ async def test_not_found_exits_3(world: World) -> None:
         ("model", "rollback", "--tenant", tenant, "--model", "yield"),
         ("dlq", "resolve", "--tenant", tenant, unknown),
         ("schedule", "delete", "--tenant", tenant),
+        ("token", "create", "--tenant", unknown),
+        ("token", "revoke", "--tenant", tenant, unknown),
     ):
         message = await refused(env, 3, *argv)
         assert unknown in message or tenant in message or "no PRODUCTION" in message, message
@@ -501,6 +525,7 @@ async def test_an_unreachable_service_exits_4(world: World) -> None:
         ("provenance", "export", str(uuid4()), "--tenant", tenant, "--out", out),
         ("audit", "checkpoint", "--tenant", tenant),
         ("drift", "report", str(uuid4()), "--tenant", tenant, "--html", out),
+        ("token", "list", "--tenant", tenant),
     ):
         message = await refused(no_postgres, 4, *argv)
         assert message.startswith(f"cannot connect to postgresql://rai_app@127.0.0.1:{port}/rai: ")

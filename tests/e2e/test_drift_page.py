@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.server import ApiConfig, running_api
 from services.drift import DriftAnalysisService, Window
+from services.tokens import create_token
 from tests.e2e.support import worker_settings
 from tests.e2e.test_cli_json import environment, write_csv
 from tests.integration.services_env import ServicesEnv
@@ -83,17 +84,29 @@ async def test_a_stored_drift_report_renders_from_the_api_and_the_cli(
     drift = DriftAnalysisService(env.db, env.store, env.platform, bucket=env.registry_bucket)
     report = await drift.generate_report(tenant, Window("2025"), Window("2026"))
     settings = worker_settings(env, db_admin_dsn, tmp_path, temporal)
+    stranger = await env.tenant("stranger")
+    token = (await create_token(env.db, tenant, "drift page")).secret
+    strangers_token = (await create_token(env.db, stranger, "drift page")).secret
+    route = f"/v1/tenants/{tenant}/drift-reports/{report.id}.html"
     async with (
         running_api(settings, ApiConfig(port=0), client=temporal.client) as url,
-        httpx.AsyncClient(base_url=url, timeout=30) as http,
+        httpx.AsyncClient(
+            base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        ) as http,
     ):
-        answer = await http.get(f"/v1/tenants/{tenant}/drift-reports/{report.id}.html")
+        answer = await http.get(route)
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"].startswith("text/html")
         missing = await http.get(f"/v1/tenants/{tenant}/drift-reports/{uuid4()}.html")
         assert missing.status_code == 404
-        stranger = await env.tenant("stranger")  # another tenant's id does not reach it
-        other = await http.get(f"/v1/tenants/{stranger}/drift-reports/{report.id}.html")
+        # Behind the tenant's token like the rest of the API: none is 401, another tenant's
+        # token 403, and the other tenant's own route does not reach this tenant's report.
+        assert (await http.get(route, headers={"Authorization": ""})).status_code == 401
+        stranger_auth = {"Authorization": f"Bearer {strangers_token}"}
+        assert (await http.get(route, headers=stranger_auth)).status_code == 403
+        other = await http.get(
+            f"/v1/tenants/{stranger}/drift-reports/{report.id}.html", headers=stranger_auth
+        )
         assert other.status_code == 404
         not_an_id = await http.get(f"/v1/tenants/{tenant}/drift-reports/nope.html")
         assert not_an_id.status_code == 422

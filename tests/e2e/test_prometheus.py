@@ -27,6 +27,7 @@ from domain.pipeline import PipelineOutcome, PipelineResult
 from domain.promotion import shadow_evaluation_workflow_id
 from domain.signing import Signer
 from services.keys import register_key
+from services.tokens import create_token
 from starter import start_pipeline
 from tests.e2e.support import worker_settings
 from tests.e2e.test_api import payload, signed_event
@@ -140,6 +141,7 @@ async def test_dashboards_and_alerts_against_a_real_prometheus(
     field_office = await env.tenant("field office")  # ingests over HTTP, runs no pipeline
     device = Signer.generate()
     await register_key(env.db, field_office, device.public_key, "device")
+    token = (await create_token(env.db, field_office, "prometheus test")).secret
     settings = worker_settings(env, db_admin_dsn, tmp_path, temporal)
     directory = tmp_path / "prometheus"
     directory.mkdir()
@@ -164,6 +166,7 @@ async def test_dashboards_and_alerts_against_a_real_prometheus(
             batch = await http.post(
                 f"{api_url}/v1/tenants/{field_office}/events",
                 json={"events": [*events, events[0], forged]},
+                headers={"Authorization": f"Bearer {token}"},
             )
             assert batch.status_code == 200, batch.text
             assert batch.json()["counts"] == {

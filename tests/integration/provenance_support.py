@@ -105,6 +105,7 @@ async def two_trained_versions(env: ServicesEnv) -> Provenance:
         await registry.promote_to_shadow(tenant, model.id)
         await pipeline.record_outcome(
             workflow_id,
+            f"run-{fence}",  # two runs of one workflow id: two outcomes
             PipelineResult(
                 tenant_id=tenant,
                 outcome=PipelineOutcome.SUCCEEDED_SHADOW,

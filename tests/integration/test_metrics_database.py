@@ -1,10 +1,15 @@
 """The database-held gauges (adapters.metrics.DatabaseState) on a real Postgres: open dead
 letters per queue, the retraining cooldown after a rollback, active training runs and tenant
-names are read at scrape time, so a process that just started reports them right; a database
-that cannot be read gives rai_metrics_database_up 0 and none of them."""
+names are read at scrape time as rai_app (through the rai.metrics_* aggregate functions, no
+privileged login), so a process that just started reports them right; a database that cannot
+be read gives rai_metrics_database_up 0 and none of them. The functions give aggregates only,
+to rai_app only, and rai_app still sees one tenant's rows when it reads the tables itself."""
 
 from __future__ import annotations
 
+from uuid import UUID
+
+import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -46,8 +51,10 @@ async def test_gauges_come_from_the_database(services_env: ServicesEnv, db_admin
     ]  # fmt: skip
     await model_in(env, rolled, ModelStatus.PRODUCTION)
     await ModelRegistryService(env.db, env.store, env.platform).rollback(rolled, "yield")
+    await start_run(env, quiet, running=True)
+    await start_run(env, rolled, running=False)
 
-    found = await scrape(db_admin_dsn)
+    found = await scrape(app_dsn_for(db_admin_dsn))  # the services' own login
     assert found["rai_metrics_database_up"] == {(): 1.0}
     assert found["rai_dead_letters_open"] == {(("queue", "training-queue-failed"),): 2.0}
     assert found["rai_retrain_cooldown_active"] == {
@@ -56,25 +63,122 @@ async def test_gauges_come_from_the_database(services_env: ServicesEnv, db_admin
         (("tenant", str(rolled)),): 1.0,
     }
     assert found["rai_tenant_info"][(("name", "rolled back farm"), ("tenant", str(rolled)))] == 1
-    assert found["rai_training_runs_active"][(("status", "RUNNING"), ("tenant", str(quiet)))] == 0
+    runs = found["rai_training_runs_active"]
+    assert runs[(("status", "RUNNING"), ("tenant", str(quiet)))] == 1
+    assert runs[(("status", "QUEUED"), ("tenant", str(quiet)))] == 0
+    assert runs[(("status", "QUEUED"), ("tenant", str(rolled)))] == 1
+    assert runs[(("status", "RUNNING"), ("tenant", str(failing)))] == 0
+    oldest = found["rai_training_run_oldest_running_seconds"]
+    assert oldest[(("tenant", str(quiet)),)] > 0
+    assert oldest[(("tenant", str(rolled)),)] == 0
 
     await resolve_dead_letter(env.db, failing, letters[0])
-    assert (await scrape(db_admin_dsn))["rai_dead_letters_open"] == {
+    assert (await scrape(app_dsn_for(db_admin_dsn)))["rai_dead_letters_open"] == {
         (("queue", "training-queue-failed"),): 1.0
     }
 
 
-@pytest.mark.parametrize("login", ["rai_app", "nowhere"])
-async def test_a_database_that_cannot_give_totals_withholds_the_gauges(
-    services_env: ServicesEnv, db_admin_dsn: str, login: str
+async def start_run(env: ServicesEnv, tenant: UUID, *, running: bool) -> None:
+    async with env.db.transaction(tenant) as conn:
+        run: UUID = await conn.fetchval(
+            "INSERT INTO training_runs (tenant_id, workflow_id) VALUES ($1, 'w') RETURNING id",
+            tenant,
+        )
+        if running:
+            await conn.execute(
+                "UPDATE training_runs SET status = 'RUNNING',"
+                " started_at = now() - interval '1 hour' WHERE id = $1",
+                run,
+            )
+
+
+async def test_a_database_that_cannot_be_read_withholds_the_gauges(
+    services_env: ServicesEnv,
 ) -> None:
-    # rai_app sees one tenant at a time (row-level security): it would report zeros, so its
-    # login is refused like an unreachable server.
-    tenant = await services_env.tenant("farm")
-    await PipelineService(services_env.db, services_env.store, datasets_bucket="x").dead_letter(
-        tenant, workflow_id="w", error="boom", attempts=1, training_run_id=None
-    )
-    dsn = app_dsn_for(db_admin_dsn) if login == "rai_app" else "postgresql://x@127.0.0.1:1/none"
-    found = await scrape(dsn)
+    await services_env.tenant("farm")
+    found = await scrape("postgresql://x@127.0.0.1:1/none")
     assert found["rai_metrics_database_up"] == {(): 0.0}
     assert "rai_dead_letters_open" not in found
+
+
+# What each function returns: counts, flags, ages, a tenant's id and name. Never a dead
+# letter's error text, a workflow id, a run's dataset or anything else of a row.
+AGGREGATES = {
+    "metrics_open_dead_letters()": "TABLE(queue text, open bigint)",
+    "metrics_cooldowns(timestamp with time zone,interval)": "TABLE(tenant_id uuid, active boolean)",
+    "metrics_tenants()": "TABLE(tenant_id uuid, name text)",
+    "metrics_active_training_runs(timestamp with time zone)": (
+        "TABLE(tenant_id uuid, status text, runs bigint, oldest_seconds double precision)"
+    ),
+}
+
+
+async def test_the_metrics_functions_give_aggregates_to_rai_app_alone(db_admin_dsn: str) -> None:
+    conn = await asyncpg.connect(db_admin_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT p.oid::regprocedure::text AS signature,"
+            " pg_get_function_result(p.oid) AS result, p.prosecdef, p.proconfig,"
+            " pg_get_userbyid(p.proowner) AS owner, p.proacl::text AS acl"
+            " FROM pg_proc AS p WHERE p.pronamespace = 'rai'::regnamespace"
+            " AND p.proname LIKE 'metrics\\_%'"
+        )
+        assert {row["signature"]: row["result"] for row in rows} == {
+            f"rai.{name}": result for name, result in AGGREGATES.items()
+        }
+        for row in rows:
+            assert row["prosecdef"], row["signature"]
+            assert row["owner"] == "rai_owner"
+            assert row["proconfig"] == ['search_path=""']
+            assert row["acl"] == "{rai_owner=X/rai_owner,rai_app=X/rai_owner}"
+        # Any other role (PUBLIC) may not call them, even with the schema open to it.
+        await conn.execute("BEGIN")  # rolled back: the role never exists outside this test
+        try:
+            await conn.execute("CREATE ROLE rai_test_outsider NOLOGIN")
+            await conn.execute("GRANT USAGE ON SCHEMA rai TO rai_test_outsider")
+            await conn.execute("SET LOCAL ROLE rai_test_outsider")
+            with pytest.raises(
+                asyncpg.InsufficientPrivilegeError, match="function metrics_open_dead_letters"
+            ):
+                await conn.fetch("SELECT * FROM rai.metrics_open_dead_letters()")
+        finally:
+            await conn.execute("ROLLBACK")
+    finally:
+        await conn.close()
+
+
+async def test_rai_app_still_sees_one_tenant_when_it_reads_the_tables(
+    services_env: ServicesEnv, db_admin_dsn: str
+) -> None:
+    env = services_env
+    mine, theirs = await env.tenant("mine"), await env.tenant("theirs")
+    pipeline = PipelineService(env.db, env.store, datasets_bucket="unused")
+    for tenant in (mine, theirs):
+        await pipeline.dead_letter(
+            tenant, workflow_id=f"retrain/{tenant}", error="secret", attempts=1,
+            training_run_id=None,
+        )  # fmt: skip
+    conn = await asyncpg.connect(app_dsn_for(db_admin_dsn))
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('app.current_tenant_id', $1, true)", str(mine))
+            # The setting the functions use widens nothing for rai_app itself.
+            await conn.execute("SELECT set_config('app.metrics_aggregate', 'on', true)")
+            for table, key in (
+                ("dead_letters", "tenant_id"),
+                ("tenants", "id"),
+                ("training_runs", "tenant_id"),
+                ("model_status_history", "tenant_id"),
+            ):
+                seen = await conn.fetchval(
+                    f"SELECT count(*) FROM rai.{table} WHERE {key} <> $1",
+                    mine,
+                )
+                assert seen == 0, table
+            assert await conn.fetchval("SELECT count(*) FROM rai.dead_letters") == 1
+            # while the aggregate sees both tenants' letters, and no more than their number
+            assert [tuple(r) for r in await conn.fetch(
+                "SELECT * FROM rai.metrics_open_dead_letters()"
+            )] == [("training-queue-failed", 2)]  # fmt: skip
+    finally:
+        await conn.close()

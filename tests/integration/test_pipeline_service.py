@@ -3,6 +3,7 @@ dead letters."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -10,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import asyncpg
 import pytest
 
 from adapters.localjobs import LocalJobRunner
+from adapters.metrics import Metrics
 from adapters.objectstore import ObjectStoreError, S3Uri
 from domain.model_status import ModelStatus
 from domain.pipeline import DEAD_LETTER_TEXT_LIMIT, PipelineOutcome, PipelineResult, RegisterInput
@@ -140,12 +143,53 @@ async def test_dead_letters_and_outcomes(services_env: ServicesEnv) -> None:
     other = await env.tenant("other")
     assert await list_dead_letters(env.db, other, include_resolved=True) == []
     result = PipelineResult(tenant_id=tenant, outcome=PipelineOutcome.NO_DRIFT)
-    await service(env).record_outcome("retrain/x", result)
+    await service(env).record_outcome("retrain/x", "run-1", result)
     async with env.db.transaction(tenant) as conn:
         outcome = await conn.fetchval(
             "SELECT outcome FROM integrity_checks WHERE check_type = 'pipeline.outcome'"
         )
     assert outcome == "NO_DRIFT"
+
+
+async def test_a_retried_outcome_is_recorded_and_counted_once(services_env: ServicesEnv) -> None:
+    """RECORD_OUTCOME retried after its first attempt committed (or two attempts at once) leaves
+    one row in the integrity chain and one increment of rai_pipeline_status_total per run; the
+    next run of the same workflow id is another pipeline."""
+    env = services_env
+    tenant = await env.tenant()
+    metrics = Metrics()
+    pipeline = PipelineService(env.db, env.store, datasets_bucket="unused", metrics=metrics)
+    result = PipelineResult(tenant_id=tenant, outcome=PipelineOutcome.NO_DRIFT)
+    assert await pipeline.record_outcome("retrain/x", "run-1", result)
+    assert not await pipeline.record_outcome("retrain/x", "run-1", result)  # the retry
+    racing = await asyncio.gather(
+        *(pipeline.record_outcome("retrain/x", "run-2", result) for _ in range(2))
+    )
+    assert sorted(racing) == [False, True]
+    async with env.db.transaction(tenant) as conn:
+        rows = await conn.fetch(
+            "SELECT subject_id, outcome, details ->> 'workflow_run_id' AS run"
+            " FROM integrity_checks WHERE check_type = 'pipeline.outcome' ORDER BY seq"
+        )
+    assert [tuple(row) for row in rows] == [
+        ("retrain/x", "NO_DRIFT", "run-1"),
+        ("retrain/x", "NO_DRIFT", "run-2"),
+    ]
+    counted = metrics.registry.get_sample_value(
+        "rai_pipeline_status_total", {"tenant": str(tenant), "outcome": "NO_DRIFT"}
+    )
+    assert counted == 2
+    # The law holds without the service's own check: a second row for a run is refused.
+    async with env.db.transaction(tenant) as conn:
+        with pytest.raises(asyncpg.UniqueViolationError, match="one_outcome_per_run"):
+            await conn.execute(
+                "INSERT INTO integrity_checks (tenant_id, check_type, subject_id, outcome,"
+                " details, seq, prev_hash, row_hash) VALUES ($1, 'pipeline.outcome',"
+                " 'retrain/x', 'NO_DRIFT', $2, 0, $3, $3)",
+                tenant,
+                {"workflow_run_id": "run-1"},
+                "0" * 64,
+            )
 
 
 async def test_drift_compares_the_seasons_asked_for_or_the_two_newest(
