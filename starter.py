@@ -233,7 +233,7 @@ async def start_pipeline(
     trigger: str = "manual",
     reference_season: str | None = None,
     current_season: str | None = None,
-    training_heartbeat_seconds: float = 60.0,
+    training_heartbeat_seconds: float = 10.0,
 ) -> Started:
     workflow_id = pipeline_workflow_id(tenant_id)
     try:
@@ -270,12 +270,14 @@ class PipelineStatus:
 
 
 async def pipeline_status(client: Client, settings: Settings, tenant_id: UUID) -> PipelineStatus:
-    """The latest run of ``retrain/{tenant}`` (a manual start); WorkflowNotFound if none."""
-    workflow_id = pipeline_workflow_id(tenant_id)
-    handle = client.get_workflow_handle_for(RetrainingPipeline.run, workflow_id)
-    found = await _described(
-        client, handle, RetrainingPipeline.progress, f"no pipeline run {workflow_id}"
-    )
+    """The tenant's latest pipeline run, whoever started it: a manual start (``retrain/T``)
+    or a scheduled one (ids extending it); WorkflowNotFound if none. The manual id is described
+    directly and the newest run is also looked up in the visibility store (which may lag a
+    start by a moment); the one started last wins."""
+    workflow_id, run_id = await _latest_pipeline_execution(client, settings, tenant_id)
+    handle = client.get_workflow_handle_for(RetrainingPipeline.run, workflow_id, run_id=run_id)
+    missing = f"no pipeline run {pipeline_workflow_id(tenant_id)}"
+    found = await _described(client, handle, RetrainingPipeline.progress, missing)
     return PipelineStatus(
         workflow_id,
         found.run_id,
@@ -284,6 +286,26 @@ async def pipeline_status(client: Client, settings: Settings, tenant_id: UUID) -
         found.result,
         workflow_ui_link(settings, workflow_id, found.run_id),
     )
+
+
+async def _latest_pipeline_execution(
+    client: Client, settings: Settings, tenant_id: UUID
+) -> tuple[str, str | None]:
+    manual = pipeline_workflow_id(tenant_id)
+    candidates: list[tuple[datetime, str, str | None]] = []
+    with _calling(client):
+        try:
+            described = await client.get_workflow_handle(manual).describe()
+            candidates.append((described.start_time, manual, described.run_id))
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+    for run in await list_pipeline_runs(client, settings, tenant_id, limit=1):
+        candidates.append((run.started_at, run.workflow_id, run.run_id))
+    if not candidates:
+        return manual, None  # described below: WorkflowNotFound
+    _, workflow_id, run_id = max(candidates, key=lambda candidate: candidate[0])
+    return workflow_id, run_id
 
 
 @dataclass(frozen=True)
@@ -450,6 +472,27 @@ async def _described(
                     raise
         result = await handle.result() if status is WorkflowExecutionStatus.COMPLETED else None
     return _Described(description.run_id, status.name if status else "UNKNOWN", progress, result)
+
+
+# -- is an execution over? (the reaper's probe, services/reaper.py) --------------------------
+
+
+class TemporalExecutions:
+    """:class:`services.reaper.ExecutionProbe` over a client: describes the execution."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def is_closed(self, workflow_id: str, run_id: str | None) -> bool:
+        handle = self._client.get_workflow_handle(workflow_id, run_id=run_id)
+        with _calling(self._client):
+            try:
+                description = await handle.describe()
+            except RPCError as exc:
+                if exc.status is RPCStatusCode.NOT_FOUND:  # gone past retention: closed
+                    return True
+                raise
+        return description.status is not WorkflowExecutionStatus.RUNNING
 
 
 # -- the training job's completion callback ---------------------------------------------------

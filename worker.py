@@ -40,12 +40,13 @@ from services.evaluation import ModelAuditService
 from services.keys import load_platform_signer
 from services.leases import TenantLeases
 from services.pipeline import DriftCheck, PipelineService
+from services.reaper import PipelineReaper
 from services.registry import ModelRegistryService
 from services.startup import check_worker_start
 from services.training import TrainingConfig, TrainingService, job_environment
 from services.trust import trusted_platform_keys
 from settings import Settings
-from starter import WorkerQueue, connect_temporal, prometheus_runtime
+from starter import TemporalExecutions, WorkerQueue, connect_temporal, prometheus_runtime
 from workflows.promotion import ShadowEvaluation
 from workflows.retrain import RetrainingPipeline
 
@@ -76,6 +77,7 @@ async def running_workers(
         pipeline = PipelineService(
             db, store, datasets_bucket=settings.s3_datasets_bucket, metrics=metrics
         )
+        mutex = TenantMutex(redis, key_prefix=settings.redis_key_prefix)
         registry = ModelRegistryService(db, store, platform)
         training = TrainingService(
             runs=pipeline,
@@ -93,7 +95,16 @@ async def running_workers(
         )
         activities = PipelineActivities(
             leases=TenantLeases(
-                TenantMutex(redis, key_prefix=settings.redis_key_prefix), pipeline, metrics=metrics
+                mutex,
+                pipeline,
+                PipelineReaper(
+                    db=db,
+                    pipeline=pipeline,
+                    jobs=jobs,
+                    mutex=mutex,
+                    executions=TemporalExecutions(client),
+                ),
+                metrics=metrics,
             ),
             pipeline=pipeline,
             drift=DriftCheck(

@@ -13,10 +13,12 @@ from typing import Any
 from temporalio import activity
 
 from activities.failures import step_failures
+from activities.heartbeats import heartbeating
 from domain.pipeline import (
     ActivityName,
     AuditInput,
     AuditOutput,
+    CancelTrainingInput,
     CheckpointInput,
     DeadLetterInput,
     DeadLetterOutput,
@@ -79,6 +81,7 @@ class PipelineActivities:
             self.dead_letter,
             self.record_outcome,
             self.checkpoint_chain,
+            self.cancel_training,
         ]
 
     @activity.defn(name=ActivityName.ACQUIRE_LOCK)
@@ -103,17 +106,23 @@ class PipelineActivities:
 
     @activity.defn(name=ActivityName.ANALYZE_DRIFT)
     async def analyze_drift(self, request: DriftInput) -> DriftOutput:
-        with step_failures():
-            return await self._drift.check(
-                request.tenant_id, request.reference_season, request.current_season
-            )
+        async with heartbeating():
+            with step_failures():
+                info = activity.info()
+                return await self._drift.check(
+                    request.tenant_id,
+                    request.reference_season,
+                    request.current_season,
+                    pipeline_run=f"{info.workflow_id}/{info.workflow_run_id}",
+                )
 
     @activity.defn(name=ActivityName.SNAPSHOT_DATASET)
     async def snapshot_dataset(self, request: SnapshotInput) -> SnapshotOutput:
-        with step_failures():
-            return await self._pipeline.snapshot(
-                request.tenant_id, request.training_run_id, request.season
-            )
+        async with heartbeating():
+            with step_failures():
+                return await self._pipeline.snapshot(
+                    request.tenant_id, request.training_run_id, request.season
+                )
 
     @activity.defn(name=ActivityName.TRAIN_MODEL)
     async def train_model(self, request: TrainInput) -> TrainedModel:
@@ -123,20 +132,33 @@ class PipelineActivities:
             info = activity.info()
             resumed = str(info.heartbeat_details[0]) if info.heartbeat_details else None
             return await self._training.train(
-                request, attempt=info.attempt, resumed_job=resumed, heartbeat=activity.heartbeat
+                request,
+                attempt=info.attempt,
+                resumed_job=resumed,
+                heartbeat=activity.heartbeat,
+                workflow_run_id=info.workflow_run_id,
+            )
+
+    @activity.defn(name=ActivityName.CANCEL_TRAINING)
+    async def cancel_training(self, request: CancelTrainingInput) -> None:
+        with step_failures():
+            await self._training.cancel(
+                request.tenant_id, request.training_run_id, reason=request.reason
             )
 
     @activity.defn(name=ActivityName.REGISTER_MODEL)
     async def register_model(self, request: RegisterInput) -> RegisterOutput:
-        with step_failures():
-            return await self._training.register(request)
+        async with heartbeating():
+            with step_failures():
+                return await self._training.register(request)
 
     @activity.defn(name=ActivityName.AUDIT_MODEL)
     async def audit_model(self, request: AuditInput) -> AuditOutput:
-        with step_failures():
-            return await self._audits.audit_model(
-                request.tenant_id, request.model_version_id, request.season
-            )
+        async with heartbeating():
+            with step_failures():
+                return await self._audits.audit_model(
+                    request.tenant_id, request.model_version_id, request.season
+                )
 
     @activity.defn(name=ActivityName.PROMOTE_TO_SHADOW)
     async def promote_to_shadow(self, request: PromoteInput) -> None:

@@ -381,6 +381,16 @@ def clear_multiprocess_dir() -> None:
         stale.unlink()
 
 
+class _Declarations(Collector):
+    """Metric families without samples."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self._families)
+
+
 def process_exposition(metrics: Metrics, state: DatabaseState | None) -> bytes:
     """The text exposition of this process's metrics (all processes' in multiprocess mode)
     followed by the database-held gauges."""
@@ -388,6 +398,20 @@ def process_exposition(metrics: Metrics, state: DatabaseState | None) -> bytes:
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
         body = generate_latest(combined)
+        # The files hold only what some process recorded; declare the rest (HELP and TYPE, no
+        # samples) as one process would, so every scrape names every metric and its type.
+        recorded = {family.name for family in combined.collect()}
+        declared = CollectorRegistry()
+        declared.register(
+            _Declarations(
+                [
+                    Metric(family.name, family.documentation, family.type, family.unit)
+                    for family in metrics.registry.collect()
+                    if family.name not in recorded
+                ]
+            )
+        )
+        body += generate_latest(declared)
     else:
         body = generate_latest(metrics.registry)
     if state is not None:

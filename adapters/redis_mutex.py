@@ -43,6 +43,11 @@ refuse writes (safe, but stuck) until the counter is set above the highest fence
 
 Everything Redis raises (refused connections, timeouts, script errors) leaves this module as a
 ``MutexUnavailableError``. Cancellation is not caught.
+
+Retries. An ``acquire`` by the holder that already holds the lock returns that lease (same
+token, same fence, expiry reset): a caller whose first acquire succeeded in Redis but whose
+answer was lost (a worker killed in between) does not lock itself out. Holder names must
+therefore be unique per would-be holder (the pipeline uses ``{workflow id}/{run id}``).
 """
 
 from __future__ import annotations
@@ -74,12 +79,21 @@ local function held_by(key, token)
 end
 """
 
-# KEYS: lock, fence counter. ARGV: token, holder, ttl in ms, fence floor. Returns the new
-# fence (above the counter and the floor), or nil.
+# KEYS: lock, fence counter. ARGV: token, holder, ttl in ms, fence floor. Returns {fence,
+# token}: a new fence (above the counter and the floor) with the new token, or, when the lock
+# is already held by this very holder (a retried acquire whose first answer was lost), that
+# lease again, its expiry reset; nil when someone else holds it.
 # Checks first and writes last, so no error can leave one write done without the other: the
 # fence is incremented only by the acquisition that sets the lock, and never by a refused one.
 _ACQUIRE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local value = redis.call('GET', KEYS[1])
+if value then
+    local decoded, lock = pcall(cjson.decode, value)
+    if decoded and type(lock) == 'table' and lock.holder == ARGV[2]
+       and type(lock.token) == 'string' and type(lock.fence) == 'string' then
+        redis.call('PEXPIRE', KEYS[1], ARGV[3])
+        return {lock.fence, lock.token}
+    end
     return false
 end
 local floor = tonumber(ARGV[4])
@@ -89,7 +103,21 @@ end
 local fence = redis.call('INCR', KEYS[2])
 local lock = cjson.encode({token = ARGV[1], holder = ARGV[2], fence = string.format('%d', fence)})
 redis.call('SET', KEYS[1], lock, 'NX', 'PX', ARGV[3])
-return fence
+return {string.format('%d', fence), ARGV[1]}
+"""
+
+# KEYS: lock. ARGV: holder, fence. Deletes the lock if it is still that holder's lease with
+# that fence (a holder known to be gone); returns 1 if it did, else 0.
+_BREAK_LUA = """
+local value = redis.call('GET', KEYS[1])
+if not value then
+    return 0
+end
+local decoded, lock = pcall(cjson.decode, value)
+if decoded and type(lock) == 'table' and lock.holder == ARGV[1] and lock.fence == ARGV[2] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 # KEYS: lock. ARGV: token, ttl in ms. Returns 1 if renewed, 0 if the lock is not ours.
@@ -172,6 +200,7 @@ class TenantMutex:
         self._renew = redis.register_script(_RENEW_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
         self._inspect = redis.register_script(_INSPECT_LUA)
+        self._break = redis.register_script(_BREAK_LUA)
         self._redis = redis
 
     @property
@@ -189,18 +218,21 @@ class TenantMutex:
         if fence_floor < 0:
             raise ValueError("fence_floor must not be negative")
         token = secrets.token_hex(TOKEN_BYTES)
-        fence = await self._run(
+        answer = await self._run(
             self._acquire,
             "acquire the lock",
             tenant_id,
             keys=[self._lock_key(tenant_id), self._fence_key(tenant_id)],
             args=[token, holder, _milliseconds(self._ttl), fence_floor],
         )
-        if fence is None:
+        if answer is None:
             return None
+        if not (isinstance(answer, list) and len(answer) == 2):
+            raise MutexUnavailableError(f"unexpected answer to acquire: {answer!r}")
+        fence, granted = answer
         return Lease(
             tenant_id=tenant_id,
-            token=token,
+            token=granted.decode() if isinstance(granted, bytes) else str(granted),
             fence=_integer(fence, "the acquire script's fence"),
             holder=holder,
             ttl=self._ttl,
@@ -264,6 +296,19 @@ class TenantMutex:
             # PTTL -1 (no expiry) cannot come from this module; show it as nothing left.
             remaining_ttl=max(remaining, 0) * _ONE_MILLISECOND,
         )
+
+    async def break_lease(self, tenant_id: UUID, holder: str, fence: int) -> bool:
+        """Delete the tenant's lock if it is still ``holder``'s lease under ``fence``: for a
+        holder known to be gone (its workflow execution closed), so the tenant is not blocked
+        until the TTL. True if it was broken; another or a newer lease is never touched."""
+        broken = await self._run(
+            self._break,
+            "break the lock",
+            tenant_id,
+            keys=[self._lock_key(tenant_id)],
+            args=[holder, str(fence)],
+        )
+        return _integer(broken, "the break script's answer") == 1
 
     async def current_fence(self, tenant_id: UUID) -> int:
         """The latest fence issued for the tenant (0 before its first acquisition). A holder

@@ -286,14 +286,22 @@ def create_app(deps: ApiDependencies) -> FastAPI:
     @app.get(
         "/v1/tenants/{tenant_id}/drift-reports/{report_id}.html",
         tags=["drift"],
-        response_class=HTMLResponse,
-        responses=_errors(
-            status.HTTP_401_UNAUTHORIZED,
-            status.HTTP_403_FORBIDDEN,
-            status.HTTP_404_NOT_FOUND,
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-        ),
+        # The page is HTML; refusals are JSON like everywhere else (a response_class of
+        # HTMLResponse would document them as text/html too).
+        response_class=Response,
+        responses={
+            status.HTTP_200_OK: {
+                "description": "the drift report as a self-contained HTML page",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            },
+            **_errors(
+                status.HTTP_401_UNAUTHORIZED,
+                status.HTTP_403_FORBIDDEN,
+                status.HTTP_404_NOT_FOUND,
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+            ),
+        },
     )
     async def drift_report_page(tenant_id: str, report_id: UUID, request: Request) -> HTMLResponse:
         """One drift report as a self-contained HTML page: per feature the reference and

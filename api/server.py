@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -219,8 +220,22 @@ def default_workers() -> int:
     return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
 
 
-def _worker_main(settings: Settings, config: ApiConfig, ready: Any) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_with(parent: int) -> None:
+    """Have the kernel SIGTERM this process when ``parent`` dies (Linux): a parent killed
+    outright (SIGKILL) could not stop its workers, which would serve on, holding the port and
+    the parent's output pipes."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request took effect
+        sys.exit(1)
+
+
+def _worker_main(settings: Settings, config: ApiConfig, ready: Any, parent: int) -> None:
     """One of ``serve_workers``' processes: the whole API on the shared port."""
+    _stop_with(parent)
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -250,7 +265,9 @@ def serve_workers(settings: Settings, config: ApiConfig, workers: int) -> None:
     context = multiprocessing.get_context("spawn")
     ready = context.Semaphore(0)
     children = [
-        context.Process(target=_worker_main, args=(settings, shared, ready), daemon=False)
+        context.Process(
+            target=_worker_main, args=(settings, shared, ready, os.getpid()), daemon=False
+        )
         for _ in range(workers)
     ]
     stopping = threading.Event()

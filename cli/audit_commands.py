@@ -53,7 +53,8 @@ def register(groups: Any) -> None:
     p.set_defaults(handler=run_checkpoint)
 
 
-async def _tenants(args: argparse.Namespace, settings: Settings) -> list[UUID]:
+async def selected_tenants(args: argparse.Namespace, settings: Settings) -> list[UUID]:
+    """``--tenant T``, or every tenant (listed with the administrative login)."""
     if args.tenant is not None:
         return [args.tenant]
     try:
@@ -75,7 +76,7 @@ def run_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
         failed: list[dict[str, Any]] = []
         async with app_database(settings) as db, object_store(settings) as store:
             checkpoints = checkpoint_service(settings, db, store, trusted, platform)
-            for tenant in await _tenants(args, settings):
+            for tenant in await selected_tenants(args, settings):
                 try:
                     stored = await checkpoints.checkpoint(tenant)
                 except NotFoundError as exc:

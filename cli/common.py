@@ -8,9 +8,12 @@ next."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import gc
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -123,6 +126,36 @@ async def temporal(settings: Settings) -> AsyncIterator[Client]:
         raise NotFound(str(exc)) from exc
     except (AlreadyRunning, ScheduleExistsError) as exc:
         raise CommandError(str(exc)) from exc
+
+
+T = TypeVar("T")
+
+
+class TemporalClientLeaked(RuntimeError):
+    """A command kept its Temporal client past its work (a handle in its result)."""
+
+
+def run_with_temporal(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> T:
+    """``asyncio.run(work(client))`` with a client of its own, released before returning.
+
+    The SDK's client has no ``close``: its native connection goes when the Python object is
+    collected, and one collected while the interpreter finalizes can abort the process
+    (``Fatal Python error: PyGILState_Release``: the Rust side releases it from a thread of
+    its own after Python's thread states are gone). So the client lives only inside the
+    event loop, ``work``'s result must not hold it (plain data, no handles), and its reference
+    cycles are collected here, while the interpreter runs; a client still alive afterwards is
+    a bug of the command (:class:`TemporalClientLeaked`).
+    """
+
+    async def run() -> tuple[T, weakref.ref[Client]]:
+        async with temporal(settings) as client:
+            return await work(client), weakref.ref(client)
+
+    result, client = asyncio.run(run())
+    gc.collect()
+    if client() is not None:
+        raise TemporalClientLeaked("the command's Temporal client outlived its work")
+    return result
 
 
 @asynccontextmanager

@@ -100,8 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         # Temporal clients hold a native connection that only the cyclic garbage collector
-        # releases; one still alive while the interpreter shuts down can abort the process
-        # (see starter.connect_temporal), so release them while it is still running.
+        # releases; one still alive while the interpreter shuts down can abort the process.
+        # Commands run their Temporal work through cli.common.run_with_temporal, which
+        # releases (and checks) their client; this collection is the safety net for the rest.
         gc.collect()
 
 

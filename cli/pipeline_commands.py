@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cli.common import parse_tenant, temporal
+from cli.common import app_database, object_store, parse_tenant, run_with_temporal, temporal
+from cli.errors import ServiceUnavailable
 from cli.output import add_json_flag, print_json
 from domain.pipeline import PipelineOutcome, PipelineResult
 from settings import Settings
 from starter import (
     PipelineStatus,
-    Started,
     WorkflowRun,
     list_pipeline_runs,
     pipeline_status,
     start_pipeline,
 )
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 
 def register(groups: Any) -> None:
@@ -34,7 +37,9 @@ def register(groups: Any) -> None:
     add_json_flag(p)
     p.set_defaults(handler=run_start)
     p = commands.add_parser(
-        "status", help="the latest manually started run of the tenant (exit 3 if none)"
+        "status",
+        help="the tenant's latest run, manual or scheduled, with its Temporal link (exit 3 if"
+        " none)",
     )
     p.add_argument("--tenant", required=True, type=parse_tenant)
     add_json_flag(p)
@@ -44,6 +49,14 @@ def register(groups: Any) -> None:
     p.add_argument("--limit", type=_positive_int, default=20, help="at most this many (20)")
     add_json_flag(p)
     p.set_defaults(handler=run_list)
+    p = commands.add_parser(
+        "reap",
+        help="fail the QUEUED/RUNNING runs (and cancel their jobs) and break the leases whose"
+        " pipeline execution is closed (a terminated or timed-out run)",
+    )
+    p.add_argument("--tenant", type=parse_tenant, help="default: every tenant (admin login)")
+    add_json_flag(p)
+    p.set_defaults(handler=run_reap)
 
 
 def _positive_int(value: str) -> int:
@@ -77,28 +90,30 @@ def print_result(result: PipelineResult) -> None:
 
 
 def run_start(args: argparse.Namespace, settings: Settings) -> int:
-    async def start() -> tuple[Started, PipelineResult | None]:
-        async with temporal(settings) as client:
-            started = await start_pipeline(
-                client,
-                settings,
-                args.tenant,
-                reference_season=args.reference_season,
-                current_season=args.current_season,
-            )
-            if not args.json:
-                print(f"workflow       {started.workflow_id} (run {started.run_id})")
-                print(f"temporal ui    {started.ui_link}", flush=True)
-            return started, (await started.handle.result() if args.wait else None)
+    async def start(client: Client) -> tuple[str, str, str, PipelineResult | None]:
+        started = await start_pipeline(
+            client,
+            settings,
+            args.tenant,
+            reference_season=args.reference_season,
+            current_season=args.current_season,
+        )
+        if not args.json:
+            print(f"workflow       {started.workflow_id} (run {started.run_id})")
+            print(f"temporal ui    {started.ui_link}", flush=True)
+        result = await started.handle.result() if args.wait else None
+        # Plain data only: the handle holds the client, which must not outlive this call.
+        return started.workflow_id, started.run_id, started.ui_link, result
 
-    started, result = asyncio.run(start())
-    code = 1 if result and result.outcome is PipelineOutcome.FAILED_DEAD_LETTERED else 0
+    workflow_id, run_id, ui_link, result = run_with_temporal(settings, start)
+    failed = (PipelineOutcome.FAILED_DEAD_LETTERED, PipelineOutcome.FAILED_LEASE_LOST)
+    code = 1 if result and result.outcome in failed else 0
     if args.json:
         print_json(
             {
-                "workflow_id": started.workflow_id,
-                "run_id": started.run_id,
-                "ui_link": started.ui_link,
+                "workflow_id": workflow_id,
+                "run_id": run_id,
+                "ui_link": ui_link,
                 "result": result,
             }
         )
@@ -108,11 +123,10 @@ def run_start(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    async def status() -> PipelineStatus:
-        async with temporal(settings) as client:
-            return await pipeline_status(client, settings, args.tenant)
+    async def status(client: Client) -> PipelineStatus:
+        return await pipeline_status(client, settings, args.tenant)
 
-    found = asyncio.run(status())
+    found = run_with_temporal(settings, status)
     if args.json:
         print_json(
             {
@@ -138,11 +152,10 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def listing() -> list[WorkflowRun]:
-        async with temporal(settings) as client:
-            return await list_pipeline_runs(client, settings, args.tenant, limit=args.limit)
+    async def listing(client: Client) -> list[WorkflowRun]:
+        return await list_pipeline_runs(client, settings, args.tenant, limit=args.limit)
 
-    runs = asyncio.run(listing())
+    runs = run_with_temporal(settings, listing)
     if args.json:
         print_json({"runs": runs})
         return 0
@@ -153,4 +166,62 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
             f"{closed}\n    {run.ui_link}"
         )
     print(f"{len(runs)} run(s)")
+    return 0
+
+
+def run_reap(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: only this command needs Redis and the job runner.
+    from redis.asyncio import Redis
+
+    from adapters.jobrunners import open_job_runner
+    from adapters.redis_mutex import MutexUnavailableError, TenantMutex
+    from cli.audit_commands import selected_tenants
+    from services.pipeline import PipelineService
+    from services.reaper import PipelineReaper, Reaped
+    from starter import TemporalExecutions
+
+    async def reap() -> list[Reaped]:
+        tenants = await selected_tenants(args, settings)
+        redis: Redis = Redis.from_url(settings.redis_url)
+        try:
+            async with (
+                app_database(settings) as db,
+                object_store(settings) as store,
+                open_job_runner(settings) as jobs,
+                temporal(settings) as client,
+            ):
+                reaper = PipelineReaper(
+                    db=db,
+                    pipeline=PipelineService(
+                        db, store, datasets_bucket=settings.s3_datasets_bucket
+                    ),
+                    jobs=jobs,
+                    mutex=TenantMutex(redis, key_prefix=settings.redis_key_prefix),
+                    executions=TemporalExecutions(client),
+                )
+                return [await reaper.reap(tenant) for tenant in tenants]
+        except MutexUnavailableError as exc:
+            raise ServiceUnavailable(f"Redis at {settings.redis_url}: {exc}") from exc
+        finally:
+            await redis.aclose()
+
+    reaped = asyncio.run(reap())
+    if args.json:
+        print_json(
+            {
+                "tenants": [
+                    {
+                        "tenant_id": r.tenant_id,
+                        "failed_runs": list(r.runs),
+                        "lease_broken": r.lease_broken,
+                    }
+                    for r in reaped
+                ]
+            }
+        )
+        return 0
+    for r in reaped:
+        runs = ", ".join(str(run) for run in r.runs) or "none"
+        lease = f"broke the lease of {r.lease_broken}" if r.lease_broken else "no orphan lease"
+        print(f"{r.tenant_id}  failed runs: {runs}; {lease}")
     return 0

@@ -66,6 +66,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(3, "pipeline bookkeeping on training runs", ("migrations/0003_pipeline_runs.sql",)),
     Migration(6, "governance laws", ("migrations/0006_governance.sql",)),
+    Migration(7, "liveness: owning execution, fencing laws", ("migrations/0007_liveness.sql",)),
     Migration(8, "per-tenant api tokens", ("migrations/0008_api_tokens.sql",)),
     Migration(9, "per-tenant locks", ("migrations/0009_tenant_locks.sql",)),
     Migration(10, "metrics functions for rai_app", ("migrations/0010_metrics_functions.sql",)),

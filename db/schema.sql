@@ -97,17 +97,32 @@ CREATE TABLE rai.training_runs (
     -- The per-tenant Redis mutex hands out a strictly increasing fencing token with each
     -- lease; a run may only be recorded with a token newer than every run before it, so a
     -- holder whose lease expired while it was paused can never write a run (RA008,
-    -- triggers.sql).
-    fencing_token   bigint,
+    -- triggers.sql). Required (RA008 without one), and every later write for the run's
+    -- holder is refused once a newer fence exists (assert_current_fence).
+    fencing_token   bigint NOT NULL,
     -- The Ed25519 key the training job signs its completion callback with (a fresh key pair
     -- per run; the job gets the private half).
     callback_public_key bytea CONSTRAINT training_runs_callback_key_length
                         CHECK (octet_length(callback_public_key) = 32),
     model_name      text,  -- what the run trains
+    -- The Temporal run id of the workflow execution that owns the run (with workflow_id): a
+    -- QUEUED/RUNNING run whose execution is closed is reaped (services/reaper.py).
+    workflow_run_id text,
     UNIQUE (tenant_id, id),
     -- A run has finished exactly when it is in a final status.
     CONSTRAINT training_runs_finished_when_final
         CHECK ((status IN ('SUCCEEDED', 'FAILED', 'CANCELLED')) = (finished_at IS NOT NULL))
+);
+
+-- The newest lease the tenant's Redis mutex granted (issue 11, item 4), recorded by the holder
+-- as soon as it is granted: a run, its model and its SHADOW move are refused once a newer
+-- fence exists here or on a newer run (assert_current_fence), even before the new holder has
+-- recorded a run. The fence only rises (RA008).
+CREATE TABLE rai.tenant_fences (
+    tenant_id   uuid PRIMARY KEY REFERENCES rai.tenants (id),
+    fence       bigint NOT NULL CONSTRAINT tenant_fences_fence_positive CHECK (fence > 0),
+    holder      text NOT NULL,
+    granted_at  timestamptz NOT NULL DEFAULT now()
 );
 
 -- M22: at most one active (QUEUED or RUNNING) training run per tenant.
@@ -302,6 +317,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON rai.drift_reports TO rai_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON rai.bias_audits TO rai_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON rai.integrity_checks TO rai_app;
 GRANT SELECT, INSERT, UPDATE ON rai.dead_letters TO rai_app;
+GRANT SELECT, INSERT, UPDATE ON rai.tenant_fences TO rai_app;
 GRANT SELECT, INSERT, UPDATE ON rai.api_tokens TO rai_app;
 GRANT SELECT, INSERT, UPDATE ON rai.tenant_locks TO rai_app;
 
@@ -323,6 +339,7 @@ BEGIN
         ('bias_audits', 'tenant_id'),
         ('integrity_checks', 'tenant_id'),
         ('dead_letters', 'tenant_id'),
+        ('tenant_fences', 'tenant_id'),
         ('api_tokens', 'tenant_id'),
         ('tenant_locks', 'tenant_id')
     LOOP

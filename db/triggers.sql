@@ -10,7 +10,8 @@
 --   RA006 immutable_column                guard_immutable_columns
 --   RA007 illegal_training_run_transition validate_training_run_transition,
 --                                         enforce_training_run_starts_queued
---   RA008 stale_fence                     enforce_fencing_token
+--   RA008 stale_fence                     enforce_fencing_token, assert_current_fence,
+--                                         enforce_fence_rises
 --   RA010 platform_key_administrative     guard_platform_keys
 -- Laws expressed as constraints keep the standard SQLSTATEs: 23505 for
 -- model_versions_one_production_per_model, model_versions_one_per_training_run and
@@ -365,24 +366,29 @@ $$;
 CREATE TRIGGER validate_training_run_transition BEFORE UPDATE ON rai.training_runs
     FOR EACH ROW EXECUTE FUNCTION rai.validate_training_run_transition();
 
--- Fencing: a run is recorded only with a fencing token newer than every run of its
--- tenant before it. A per-tenant lock (rai.lock_tenant) serialises the check with concurrent inserts.
+-- Fencing: a run is recorded only with a fencing token (RA008 without one, before the NOT NULL
+-- constraint answers) newer than every run of its tenant before it. A per-tenant lock
+-- (rai.lock_tenant) serialises the check with concurrent inserts.
 CREATE FUNCTION rai.enforce_fencing_token() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
 AS $$
 DECLARE
     newest bigint;
+    granted bigint;
 BEGIN
     IF NEW.fencing_token IS NULL THEN
-        RETURN NEW;
+        RAISE EXCEPTION 'training run % of tenant % has no fencing token: a run is recorded only by a lease holder',
+            NEW.id, NEW.tenant_id
+            USING ERRCODE = 'RA008';
     END IF;
     PERFORM rai.lock_tenant(NEW.tenant_id, 'training_runs');
     SELECT max(r.fencing_token) INTO newest FROM rai.training_runs AS r
      WHERE r.tenant_id = NEW.tenant_id;
-    IF newest IS NOT NULL AND NEW.fencing_token <= newest THEN
+    SELECT f.fence INTO granted FROM rai.tenant_fences AS f WHERE f.tenant_id = NEW.tenant_id;
+    IF NEW.fencing_token <= coalesce(newest, 0) OR NEW.fencing_token < coalesce(granted, 0) THEN
         RAISE EXCEPTION 'stale fencing token % for tenant % (newest is %)',
-            NEW.fencing_token, NEW.tenant_id, newest
+            NEW.fencing_token, NEW.tenant_id, greatest(newest, granted)
             USING ERRCODE = 'RA008';
     END IF;
     RETURN NEW;
@@ -550,8 +556,93 @@ AS $$
            AND (t.expires_at IS NULL OR t.expires_at > now()));
 $$;
 
+-- Fencing that cannot be skipped (issue 11, item 4). A run is recorded only with a fencing
+-- token (a run without one is refused, RA008, before the NOT NULL constraint could answer
+-- with a generic code), and every later write that acts for the lease holder of a run -- the
+-- run's moves to RUNNING and SUCCEEDED, registering the model of the run, promoting that model
+-- to SHADOW -- is refused while a newer fence exists for the tenant. Ending a run FAILED or
+-- CANCELLED stays open to anyone: it only takes away, and it is how a newer holder reaps a run
+-- whose pipeline is gone.
+CREATE FUNCTION rai.assert_current_fence(run_tenant uuid, run_id uuid, act text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+DECLARE
+    fence bigint;
+    newest bigint;
+BEGIN
+    PERFORM rai.lock_tenant(run_tenant, 'training_runs');
+    SELECT r.fencing_token INTO fence FROM rai.training_runs AS r
+     WHERE r.tenant_id = run_tenant AND r.id = run_id;
+    SELECT greatest(max(r.fencing_token), (SELECT f.fence FROM rai.tenant_fences AS f
+                                            WHERE f.tenant_id = run_tenant))
+      INTO newest FROM rai.training_runs AS r
+     WHERE r.tenant_id = run_tenant;
+    IF fence IS NOT NULL AND newest > fence THEN
+        RAISE EXCEPTION 'stale fencing token % for tenant % (newest is %): % of training run % refused',
+            fence, run_tenant, newest, act, run_id
+            USING ERRCODE = 'RA008';
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION rai.validate_training_run_writer_fence() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+BEGIN
+    PERFORM rai.assert_current_fence(NEW.tenant_id, NEW.id, 'the move to ' || NEW.status);
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER validate_training_run_writer_fence BEFORE UPDATE ON rai.training_runs
+    FOR EACH ROW WHEN (NEW.status IN ('RUNNING', 'SUCCEEDED')
+                       AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION rai.validate_training_run_writer_fence();
+
+CREATE FUNCTION rai.validate_model_version_fence() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+BEGIN
+    IF NEW.training_run_id IS NOT NULL THEN
+        PERFORM rai.assert_current_fence(NEW.tenant_id, NEW.training_run_id,
+            CASE WHEN TG_OP = 'INSERT' THEN 'registering the model'
+                 ELSE 'promoting the model to ' || NEW.status END);
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER validate_model_version_fence BEFORE INSERT ON rai.model_versions
+    FOR EACH ROW EXECUTE FUNCTION rai.validate_model_version_fence();
+CREATE TRIGGER validate_model_version_fence_shadow BEFORE UPDATE ON rai.model_versions
+    FOR EACH ROW WHEN (NEW.status = 'SHADOW' AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION rai.validate_model_version_fence();
+
+-- A tenant's recorded fence only rises: an older holder cannot record its fence over a newer.
+CREATE FUNCTION rai.enforce_fence_rises() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+BEGIN
+    IF NEW.fence < OLD.fence OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
+        RAISE EXCEPTION 'stale fencing token % for tenant % (newest is %)',
+            NEW.fence, OLD.tenant_id, OLD.fence
+            USING ERRCODE = 'RA008';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER enforce_fence_rises BEFORE UPDATE ON rai.tenant_fences
+    FOR EACH ROW EXECUTE FUNCTION rai.enforce_fence_rises();
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rai FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION rai.current_tenant_id() TO rai_app;
+-- Called by the fence triggers with the caller's rights; it can only refuse.
+GRANT EXECUTE ON FUNCTION rai.assert_current_fence(uuid, uuid, text) TO rai_app;
 GRANT EXECUTE ON FUNCTION
     rai.integrity_row_hash(text, uuid, bigint, text, text, text, jsonb, timestamptz) TO rai_app;
 GRANT EXECUTE ON FUNCTION rai.lock_tenant(uuid, text) TO rai_app;

@@ -38,6 +38,22 @@ class PipelineOutcome(StrEnum):
     SKIPPED_ACTIVE_RUN = "SKIPPED_ACTIVE_RUN"
     SKIPPED_COOLDOWN = "SKIPPED_COOLDOWN"
     FAILED_DEAD_LETTERED = "FAILED_DEAD_LETTERED"
+    # The tenant lease could not be renewed (lost, or Redis gone past the retry budget): the
+    # pipeline stopped before its next write; the fencing token keeps its later writes out.
+    FAILED_LEASE_LOST = "FAILED_LEASE_LOST"
+
+
+DEAD_LETTER_TEXT_LIMIT = 4000  # characters of an error a dead letter keeps
+
+
+def sanitised_text(text: str, limit: int = DEAD_LETTER_TEXT_LIMIT) -> str:
+    """``text`` as a dead letter stores it: NUL bytes (which Postgres text refuses) and other
+    control characters but newline and tab shown as ``\\xNN``, at most ``limit`` characters
+    (an ellipsis marks a cut), so what a failure said can never make its recording fail."""
+    cleaned = "".join(c if c in "\n\t" or c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    if len(cleaned) > limit:
+        return cleaned[: limit - 1] + "…"
+    return cleaned
 
 
 class PipelineInput(_Message):
@@ -50,7 +66,12 @@ class PipelineInput(_Message):
     # Where drift analysis runs (M6); tests give each run queues of its own.
     drift_task_queue: str = DRIFT_QUEUE
     # How long a silent training step may go before Temporal retries it on another worker.
-    training_heartbeat_seconds: float = Field(default=60.0, gt=0)
+    training_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # The same for every other step that can outlast a few seconds (drift, snapshot,
+    # registration, bias audit): a killed worker costs about this long, not the step's timeout.
+    step_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # How often the pipeline renews its tenant lease (well inside the lease's TTL).
+    lease_renewal_seconds: float = Field(default=900.0, gt=0)
 
 
 class PipelineResult(_Message):
@@ -212,6 +233,15 @@ class ActivityName:
     DEAD_LETTER = "dead_letter"
     RECORD_OUTCOME = "record_pipeline_outcome"
     CHECKPOINT_CHAIN = "checkpoint_audit_chain"
+    CANCEL_TRAINING = "cancel_training_run"
+
+
+class CancelTrainingInput(_Message):
+    """A cancelled pipeline's cleanup: stop the run's job, mark the run CANCELLED."""
+
+    tenant_id: UUID
+    training_run_id: UUID
+    reason: str
 
 
 class TrainInput(_Message):

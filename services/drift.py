@@ -9,11 +9,12 @@ Ed25519 signature over it in ``drift_reports``.
 from __future__ import annotations
 
 import asyncio
+import json
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from services.platform import require_platform_key
 from services.ports import MetricsPort, ObjectStorePort
 
 REPORT_FORMAT = "rai.drift-report/v1"
+
+_PIPELINE_REPORTS = UUID("3f1f5c2e-6a57-4d1c-9a43-2f6c1f0b7d11")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class DriftReportRecord:
     report_uri: str
     report_sha256: str
     result: DriftResult
+
+
+def pipeline_report_id(tenant_id: UUID, pipeline_run: str) -> UUID:
+    """The id of the one drift report of a pipeline run (``{workflow id}/{run id}``)."""
+    return uuid5(_PIPELINE_REPORTS, f"{tenant_id}/{pipeline_run}")
 
 
 def feature_columns(rows: Sequence[dict[str, Any]]) -> dict[str, FeatureValues]:
@@ -104,11 +112,39 @@ class DriftAnalysisService:
         except ValueError as exc:
             raise GovernanceRefusal(f"drift cannot be computed: {exc}") from exc
 
+    async def recorded_report(self, tenant_id: UUID, report_id: UUID) -> DriftReportRecord | None:
+        """The report recorded under ``report_id``, read back from the store and checked
+        against its recorded digest; None if there is none."""
+        async with self._db.transaction(tenant_id) as conn:
+            row = await conn.fetchrow(
+                "SELECT report_uri, report_sha256 FROM drift_reports WHERE id = $1", report_id
+            )
+        if row is None:
+            return None
+        uri = S3Uri.parse(row["report_uri"])
+        body = await self._store.get_bytes(uri.bucket, uri.key, uri.version_id)
+        if sha256_hex(body) != row["report_sha256"]:
+            raise GovernanceRefusal(f"drift report {report_id} does not match its digest")
+        result = DriftResult.model_validate(json.loads(body)["result"])
+        return DriftReportRecord(report_id, row["report_uri"], row["report_sha256"], result)
+
     async def generate_report(
-        self, tenant_id: UUID, reference: Window, current: Window
+        self,
+        tenant_id: UUID,
+        reference: Window,
+        current: Window,
+        *,
+        report_id: UUID | None = None,
     ) -> DriftReportRecord:
+        """Analyse, sign, store and record a drift report. With ``report_id`` (the pipeline's,
+        derived from its run), a report already recorded under that id is returned instead:
+        a retried step finds the report of its run and records no second one."""
+        if report_id is not None:
+            existing = await self.recorded_report(tenant_id, report_id)
+            if existing is not None:
+                return existing
         result = await self.calculate_drift(tenant_id, reference, current)
-        report_id = uuid4()
+        report_id = report_id or uuid4()
         report = {
             "format": REPORT_FORMAT,
             "id": str(report_id),

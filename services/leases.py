@@ -11,6 +11,7 @@ from adapters.redis_mutex import Lease, TenantMutex
 from domain.pipeline import LeaseInfo
 from services.pipeline import PipelineService
 from services.ports import MetricsPort
+from services.reaper import PipelineReaper
 
 
 def _epoch_ms() -> int:
@@ -19,16 +20,25 @@ def _epoch_ms() -> int:
 
 class TenantLeases:
     def __init__(
-        self, mutex: TenantMutex, pipeline: PipelineService, *, metrics: MetricsPort | None = None
+        self,
+        mutex: TenantMutex,
+        pipeline: PipelineService,
+        reaper: PipelineReaper | None = None,
+        *,
+        metrics: MetricsPort | None = None,
     ) -> None:
         self._mutex = mutex
         self._pipeline = pipeline
+        self._reaper = reaper
         self._metrics: MetricsPort = metrics if metrics is not None else Metrics()
 
     async def acquire(self, tenant_id: UUID, holder: str) -> LeaseInfo | None:
         """The tenant's lease, or None while someone else holds it. Its fence is above the
         newest fence a training run of the tenant was recorded with, so a Redis that lost its
-        counter still hands out a fence the database accepts."""
+        counter still hands out a fence the database accepts. The fence is recorded in the
+        database before it is handed out, so every later write of an older holder is refused."""
+        if self._reaper is not None:  # what a terminated pipeline left behind goes first
+            await self._reaper.reap(tenant_id)
         started = time.monotonic()
         newest = await self._pipeline.newest_fence(tenant_id)
         lease = await self._mutex.acquire(tenant_id, holder, fence_floor=newest)
@@ -36,6 +46,7 @@ class TenantLeases:
         self._metrics.lease_tried(str(tenant_id), lease is not None, now - started)
         if lease is None:
             return None
+        await self._pipeline.record_fence(tenant_id, lease.fence, lease.holder)
         return LeaseInfo(
             tenant_id=lease.tenant_id,
             token=lease.token,

@@ -26,9 +26,10 @@ from domain.pipeline import (
     PipelineResult,
     PreconditionsResult,
     SnapshotOutput,
+    sanitised_text,
 )
 from domain.policies import cooldown_active, cooldown_ends_at
-from services.drift import DriftAnalysisService, Window
+from services.drift import DriftAnalysisService, Window, pipeline_report_id
 from services.errors import GovernanceRefusal, NotFoundError
 from services.ports import MetricsPort, ObjectStorePort
 
@@ -84,10 +85,32 @@ class PipelineService:
         return PreconditionsResult()
 
     async def newest_fence(self, tenant_id: UUID) -> int:
-        """The highest fencing token any training run of the tenant was recorded with."""
+        """The highest fencing token the database has seen for the tenant: on a training run,
+        or recorded as granted (:meth:`record_fence`)."""
         async with self._db.transaction(tenant_id) as conn:
-            newest: int | None = await conn.fetchval("SELECT max(fencing_token) FROM training_runs")
+            newest: int | None = await conn.fetchval(
+                "SELECT greatest((SELECT max(fencing_token) FROM training_runs),"
+                " (SELECT fence FROM tenant_fences))"
+            )
         return newest or 0
+
+    async def record_fence(self, tenant_id: UUID, fence: int, holder: str) -> None:
+        """Record that the tenant's lease with ``fence`` was granted to ``holder``: from then
+        on the database refuses every write of an older holder (RA008, ``tenant_fences``)."""
+        async with self._db.transaction(tenant_id) as conn:
+            try:
+                await conn.execute(
+                    "INSERT INTO tenant_fences (tenant_id, fence, holder) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (tenant_id) DO UPDATE SET fence = EXCLUDED.fence,"
+                    " holder = EXCLUDED.holder, granted_at = now()",
+                    tenant_id,
+                    fence,
+                    holder,
+                )
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == Law.STALE_FENCE:
+                    raise StaleLeaseError(str(exc)) from exc
+                raise
 
     async def drift_seasons(
         self, tenant_id: UUID, reference: str | None, current: str | None
@@ -168,17 +191,19 @@ class PipelineService:
         dataset_uri: str,
         dataset_sha256: str,
         callback_public_key: bytes,
+        workflow_run_id: str | None = None,
     ) -> None:
-        """Record the run QUEUED (once: a retry finds it). The database refuses a stale fence
-        and a second active run of the tenant."""
+        """Record the run QUEUED (once: a retry finds it), owned by the workflow execution
+        ``workflow_id``/``workflow_run_id``. The database refuses a stale fence and a second
+        active run of the tenant."""
         async with self._db.transaction(tenant_id) as conn:
             if await conn.fetchval("SELECT 1 FROM training_runs WHERE id = $1", training_run_id):
                 return
             try:
                 await conn.execute(
                     "INSERT INTO training_runs (id, tenant_id, workflow_id, status, dataset_uri,"
-                    " dataset_sha256, fencing_token, callback_public_key, model_name)"
-                    " VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8)",
+                    " dataset_sha256, fencing_token, callback_public_key, model_name,"
+                    " workflow_run_id) VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8, $9)",
                     training_run_id,
                     tenant_id,
                     workflow_id,
@@ -187,6 +212,7 @@ class PipelineService:
                     fence,
                     callback_public_key,
                     model_name,
+                    workflow_run_id,
                 )
             except asyncpg.PostgresError as exc:
                 if exc.sqlstate == Law.STALE_FENCE:
@@ -220,31 +246,61 @@ class PipelineService:
         if previous == "QUEUED":
             self._metrics.training_phase(str(tenant_id), "RUNNING")
 
-    async def finish_run(self, tenant_id: UUID, training_run_id: UUID, status: str) -> None:
-        """RUNNING/QUEUED -> SUCCEEDED or FAILED (a finished run is left as it is)."""
+    async def finish_run(
+        self, tenant_id: UUID, training_run_id: UUID, status: str, *, reason: str | None = None
+    ) -> bool:
+        """RUNNING/QUEUED -> SUCCEEDED, FAILED or CANCELLED (a finished run is left as it is);
+        ``reason`` goes to the audit log. True if this call finished the run."""
         if status not in ("SUCCEEDED", "FAILED", "CANCELLED"):
             raise ValueError(f"not a final training run status: {status}")
         async with self._db.transaction(tenant_id) as conn:
-            if status == "SUCCEEDED":
-                await conn.execute(
-                    "UPDATE training_runs SET status = 'RUNNING', started_at = now()"
-                    " WHERE id = $1 AND status = 'QUEUED'",
-                    training_run_id,
-                )
-            seconds: float | None = await conn.fetchval(
-                "UPDATE training_runs SET status = $2, finished_at = now()"
-                " WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')"
-                " RETURNING extract(epoch FROM finished_at - coalesce(started_at, created_at))",
+            return await self.finish_run_in(conn, tenant_id, training_run_id, status, reason)
+
+    async def finish_run_in(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: UUID,
+        training_run_id: UUID,
+        status: str,
+        reason: str | None = None,
+    ) -> bool:
+        """:meth:`finish_run` inside the caller's transaction."""
+        if status == "SUCCEEDED":
+            await conn.execute(
+                "UPDATE training_runs SET status = 'RUNNING', started_at = now()"
+                " WHERE id = $1 AND status = 'QUEUED'",
                 training_run_id,
-                status,
             )
-            if seconds is not None:
-                await record_check(
-                    conn, tenant_id, "training.finished", str(training_run_id), status
-                )
-        if seconds is not None:  # this call finished the run: one observation per run
-            self._metrics.training_phase(str(tenant_id), status)
-            self._metrics.training_finished(str(tenant_id), status, float(seconds))
+        seconds: float | None = await conn.fetchval(
+            "UPDATE training_runs SET status = $2, finished_at = now()"
+            " WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')"
+            " RETURNING extract(epoch FROM finished_at - coalesce(started_at, created_at))",
+            training_run_id,
+            status,
+        )
+        if seconds is None:
+            return False
+        await record_check(
+            conn,
+            tenant_id,
+            "training.finished",
+            str(training_run_id),
+            status,
+            {"reason": reason} if reason else None,
+        )
+        # One observation per run (this call finished it); inside a registration's
+        # transaction it is made just before that commits.
+        self._metrics.training_phase(str(tenant_id), status)
+        self._metrics.training_finished(str(tenant_id), status, float(seconds))
+        return True
+
+    async def run_job(self, tenant_id: UUID, training_run_id: UUID) -> str | None:
+        """The job the run last launched (None before its first)."""
+        async with self._db.transaction(tenant_id) as conn:
+            job: str | None = await conn.fetchval(
+                "SELECT job_name FROM training_runs WHERE id = $1", training_run_id
+            )
+        return job
 
     async def dead_letter(
         self,
@@ -255,8 +311,9 @@ class PipelineService:
         attempts: int,
         training_run_id: UUID | None,
     ) -> UUID:
+        error, workflow_id = sanitised_text(error), sanitised_text(workflow_id, 500)
         if training_run_id is not None:
-            await self.finish_run(tenant_id, training_run_id, "FAILED")
+            await self.finish_run(tenant_id, training_run_id, "FAILED", reason=error)
         async with self._db.transaction(tenant_id) as conn:
             letter_id: UUID = await conn.fetchval(
                 "INSERT INTO dead_letters (tenant_id, queue, workflow_id, error, attempts)"
@@ -273,7 +330,7 @@ class PipelineService:
                 "pipeline.dead_letter",
                 str(letter_id),
                 "DEAD_LETTERED",
-                {"workflow_id": workflow_id, "attempts": attempts, "error": error[:2000]},
+                {"workflow_id": workflow_id, "attempts": attempts, "error": error},
             )
         return letter_id
 
@@ -320,8 +377,15 @@ class DriftCheck:
         self._drift = drift
 
     async def check(
-        self, tenant_id: UUID, reference: str | None, current: str | None
+        self,
+        tenant_id: UUID,
+        reference: str | None,
+        current: str | None,
+        *,
+        pipeline_run: str | None = None,
     ) -> DriftOutput:
+        """The drift verdict; ``pipeline_run`` (``{workflow id}/{run id}``) keys the run's one
+        report, so a retried step reuses it."""
         seasons = await self._pipeline.drift_seasons(tenant_id, reference, current)
         if seasons is None:
             return DriftOutput(
@@ -332,7 +396,12 @@ class DriftCheck:
                 detail="drift needs two seasons of events",
             )
         reference, current = seasons
-        report = await self._drift.generate_report(tenant_id, Window(reference), Window(current))
+        report = await self._drift.generate_report(
+            tenant_id,
+            Window(reference),
+            Window(current),
+            report_id=None if pipeline_run is None else pipeline_report_id(tenant_id, pipeline_run),
+        )
         return DriftOutput(
             report_id=report.id,
             verdict=report.result.verdict.value,

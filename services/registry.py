@@ -9,7 +9,8 @@ because it is in a table.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -36,6 +37,9 @@ from services.errors import (
 )
 from services.platform import active_public_key, require_platform_key
 from services.ports import ObjectStorePort
+
+# Work done inside a registration's transaction (see ``register_model``).
+InTransaction = Callable[[asyncpg.Connection], Awaitable[object]]
 
 
 class Row(Protocol):
@@ -107,22 +111,47 @@ def bias_audit_document(row: Row) -> BiasAuditDocument:
     )
 
 
+# How long registration waits for an artifact that is not there yet: some S3 stores answer a
+# HEAD right after the write with 404 (read-after-write lag). Then the refusal is final.
+ARTIFACT_LOOKUPS = (0.0, 0.5, 1.0, 2.0, 4.0)  # seconds before each HEAD
+
+
 class ModelRegistryService:
-    def __init__(self, db: Database, store: ObjectStorePort, platform: Signer) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStorePort,
+        platform: Signer,
+        *,
+        artifact_lookups: tuple[float, ...] = ARTIFACT_LOOKUPS,
+    ) -> None:
         self._db = db
         self._store = store
         self._platform = platform
+        self._artifact_lookups = artifact_lookups or (0.0,)
 
-    async def register_model(self, tenant_id: UUID, request: RegisterModel) -> RegisteredModel:
+    async def register_model(
+        self, tenant_id: UUID, request: RegisterModel, *, also: InTransaction | None = None
+    ) -> RegisteredModel:
         """Register the artifact as the next version of ``model_name``, chained to the newest
-        version of that model (its parent in the lineage)."""
+        version of that model (its parent in the lineage). ``also`` runs in the same
+        transaction, after the version is inserted (the pipeline marks the training run
+        SUCCEEDED there: both happen, or neither)."""
         try:
             uri = S3Uri.parse(request.artifact_uri)
         except InvalidS3UriError as exc:
             raise GovernanceRefusal(f"artifact_uri: {exc}") from exc
-        info = await self._store.head(uri.bucket, uri.key, uri.version_id)
+        info = None
+        for pause in self._artifact_lookups:  # a 404 right after the write is transient
+            await asyncio.sleep(pause)
+            info = await self._store.head(uri.bucket, uri.key, uri.version_id)
+            if info is not None:
+                break
         if info is None:
-            raise ArtifactMissingError(f"artifact {request.artifact_uri} does not exist")
+            raise ArtifactMissingError(
+                f"artifact {request.artifact_uri} does not exist"
+                f" (looked {len(self._artifact_lookups)} times)"
+            )
         digest = await self._store.stream_sha256(uri.bucket, uri.key, info.version_id)
         expected = request.expected_artifact_sha256
         if expected is not None and digest.sha256_hex != expected:
@@ -206,6 +235,8 @@ class ModelRegistryService:
                     "lineage_hash": document.lineage_hash,
                 },
             )
+            if also is not None:
+                await also(conn)
         return RegisteredModel(
             id=version_id,
             model_name=document.model_name,

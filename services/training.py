@@ -26,12 +26,14 @@ from datetime import timedelta
 from typing import Protocol
 from uuid import UUID
 
+import asyncpg
+
 from domain.holdout import DEFAULT_HOLDOUT_FRACTION
 from domain.jobs import JobOrigin, JobRunner, JobSpec, JobState, job_attempt, job_name_for
 from domain.pipeline import RegisterInput, RegisterOutput, TrainInput
 from domain.signing import Signer
 from domain.training import CALLBACK_KEY_ENV, EXTRA_SECONDS_ENV, TrainedModel, TrainingJobArgs
-from services.registry import RegisteredModel, RegisterModel
+from services.registry import InTransaction, RegisteredModel, RegisterModel
 from settings import Settings
 
 _CALLBACK_KEY_CONTEXT = b"rai-level-d/callback-key/"
@@ -96,11 +98,25 @@ class TrainingRuns(Protocol):
         dataset_uri: str,
         dataset_sha256: str,
         callback_public_key: bytes,
+        workflow_run_id: str | None = None,
     ) -> None: ...
 
     async def mark_running(self, tenant_id: UUID, training_run_id: UUID, job_name: str) -> None: ...
 
-    async def finish_run(self, tenant_id: UUID, training_run_id: UUID, status: str) -> None: ...
+    async def finish_run(
+        self, tenant_id: UUID, training_run_id: UUID, status: str, *, reason: str | None = None
+    ) -> bool: ...
+
+    async def run_job(self, tenant_id: UUID, training_run_id: UUID) -> str | None: ...
+
+    async def finish_run_in(
+        self,
+        conn: asyncpg.Connection,
+        tenant_id: UUID,
+        training_run_id: UUID,
+        status: str,
+        reason: str | None = None,
+    ) -> bool: ...
 
 
 class ModelRegistrar(Protocol):
@@ -110,7 +126,9 @@ class ModelRegistrar(Protocol):
         self, tenant_id: UUID, training_run_id: UUID
     ) -> RegisteredModel | None: ...
 
-    async def register_model(self, tenant_id: UUID, request: RegisterModel) -> RegisteredModel: ...
+    async def register_model(
+        self, tenant_id: UUID, request: RegisterModel, *, also: InTransaction | None = None
+    ) -> RegisteredModel: ...
 
 
 class TrainingService:
@@ -145,6 +163,7 @@ class TrainingService:
         attempt: int,
         resumed_job: str | None,
         heartbeat: Heartbeat,
+        workflow_run_id: str | None = None,
     ) -> TrainedModel:
         """Run the training step's ``attempt`` (see the module docstring); ``resumed_job`` is
         the job name an earlier attempt last heartbeated. Raises when the job fails."""
@@ -158,6 +177,7 @@ class TrainingService:
             dataset_uri=request.dataset_uri,
             dataset_sha256=request.dataset_sha256,
             callback_public_key=signer.public_key,
+            workflow_run_id=workflow_run_id,
         )
         job_name = await self._job_for_attempt(request.training_run_id, attempt, resumed_job)
         await self._jobs.launch(self.job_spec(request, job_name, signer))
@@ -216,12 +236,25 @@ class TrainingService:
             secret_env=environment.secret_env,
         )
 
+    async def cancel(self, tenant_id: UUID, training_run_id: UUID, *, reason: str) -> None:
+        """Stop the run's job (the one it last launched, else its first) and mark the run
+        CANCELLED; a finished run, or a job already over, is left as it is."""
+        job = await self._runs.run_job(tenant_id, training_run_id)
+        await self._jobs.cancel(job or job_name_for(training_run_id))
+        await self._runs.finish_run(tenant_id, training_run_id, "CANCELLED", reason=reason)
+
     async def register(self, request: RegisterInput) -> RegisterOutput:
-        """The run succeeded: record it, and register its model (a retry finds the version the
-        run already produced)."""
-        await self._runs.finish_run(request.tenant_id, request.training_run_id, "SUCCEEDED")
+        """The run succeeded: register its model and mark the run SUCCEEDED in one transaction
+        (a run is SUCCEEDED only with its model; a registration that fails leaves it RUNNING
+        for the dead letter to fail with the reason). A retry finds the version the run already
+        produced."""
+        tenant, run = request.tenant_id, request.training_run_id
+
+        async def succeeded(conn: asyncpg.Connection) -> None:
+            await self._runs.finish_run_in(conn, tenant, run, "SUCCEEDED")
+
         model = await self._registry.version_of_training_run(
-            request.tenant_id, request.training_run_id
+            tenant, run
         ) or await self._registry.register_model(
             request.tenant_id,
             RegisterModel(
@@ -234,6 +267,7 @@ class TrainingService:
                 drift_report_id=request.drift_report_id,
                 metrics=request.metrics,
             ),
+            also=succeeded,
         )
         return RegisterOutput(
             model_version_id=model.id, version=model.version, artifact_sha256=model.artifact_sha256

@@ -13,6 +13,7 @@ tenant's audit log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from uuid import UUID
 
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ActivityName,
         AuditInput,
         AuditOutput,
+        CancelTrainingInput,
         CheckpointInput,
         DeadLetterInput,
         DeadLetterOutput,
@@ -68,6 +70,12 @@ MAX_ATTEMPTS = 5
 START_EVALUATION_PATCH = "start-shadow-evaluation"
 # Histories recorded before every run ended with a signed checkpoint of the audit chain.
 CHECKPOINT_PATCH = "checkpoint-audit-chain"
+# Histories recorded before a cancelled pipeline cancelled its training run and job.
+CANCEL_CLEANUP_PATCH = "cancel-training-on-cancel"
+# Histories recorded before a lost lease stopped the pipeline and the long steps heartbeated.
+LEASE_GUARD_PATCH = "stop-on-lost-lease-and-heartbeat-steps"
+# Histories recorded before the dead letter had a bounded number of attempts.
+BOUNDED_DEAD_LETTER_PATCH = "bounded-dead-letter"
 PIPELINE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -83,8 +91,15 @@ BOOKKEEPING_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=0,
 )
+# The dead letter retries a bounded number of times (its content is sanitised, so only an
+# outage can fail it); the lease is released whatever happens.
+DEAD_LETTER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+)
 SHORT_STEP = timedelta(minutes=2)
-LEASE_RENEWAL_INTERVAL = timedelta(minutes=15)
 TRAINING_TIMEOUT = timedelta(hours=12)
 
 
@@ -106,6 +121,10 @@ def failure_message(error: ActivityError) -> str:
     return f"{kind}: {message}"
 
 
+class LeaseLost(Exception):
+    """The pipeline's tenant lease is gone: stop before the next write."""
+
+
 @workflow.defn(name="RetrainingPipeline")
 class RetrainingPipeline:
     def __init__(self) -> None:
@@ -115,6 +134,12 @@ class RetrainingPipeline:
         # The run being trained, once training has begun: callbacks are matched against it,
         # and a dead letter names it.
         self._training_run_id: UUID | None = None
+        self._training: workflow.ActivityHandle[TrainedModel] | None = None
+        # Set (by the renewal task) once the tenant lease is lost; the pipeline then stops
+        # before its next write. Only for executions that began with LEASE_GUARD_PATCH.
+        self._guarded = False
+        self._lease_lost: str | None = None
+        self._step_heartbeat: timedelta | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> PipelineProgress:
@@ -131,6 +156,9 @@ class RetrainingPipeline:
     @workflow.run
     async def run(self, params: PipelineInput) -> PipelineResult:
         info = workflow.info()
+        self._guarded = workflow.patched(LEASE_GUARD_PATCH)
+        if self._guarded:
+            self._step_heartbeat = timedelta(seconds=params.step_heartbeat_seconds)
         self._step = "acquiring the tenant lock"
         lock = await workflow.execute_activity(
             ActivityName.ACQUIRE_LOCK,
@@ -148,31 +176,29 @@ class RetrainingPipeline:
                 )
             )
         lease = lock.lease
-        renewal = asyncio.create_task(self._keep_lease(lease))
+        renewal = asyncio.create_task(
+            self._keep_lease(lease, timedelta(seconds=params.lease_renewal_seconds))
+        )
         try:
             result = await self._pipeline(params, lease)
-        except ActivityError as error:
-            self._step = "dead-lettering"
-            letter = await workflow.execute_activity(
-                ActivityName.DEAD_LETTER,
-                DeadLetterInput(
-                    tenant_id=params.tenant_id,
-                    workflow_id=info.workflow_id,
-                    error=failure_message(error),
-                    attempts=attempts_made(error),
-                    training_run_id=self._training_run_id,
-                ),
-                result_type=DeadLetterOutput,
-                start_to_close_timeout=SHORT_STEP,
-                retry_policy=BOOKKEEPING_RETRY,
-            )
+        except LeaseLost as lost:
+            await self._cancel_training(params.tenant_id, reason=str(lost))
             result = PipelineResult(
                 tenant_id=params.tenant_id,
-                outcome=PipelineOutcome.FAILED_DEAD_LETTERED,
-                detail=failure_message(error),
+                outcome=PipelineOutcome.FAILED_LEASE_LOST,
+                detail=str(lost),
                 training_run_id=self._training_run_id,
-                dead_letter_id=letter.dead_letter_id,
             )
+        except ActivityError as error:
+            result = await self._dead_letter(params, error)
+        except asyncio.CancelledError:
+            # Cancelled from Temporal (UI, CLI): the cleanup below still runs activities.
+            if workflow.patched(CANCEL_CLEANUP_PATCH):
+                await self._cancel_training(
+                    params.tenant_id,
+                    reason=f"pipeline {info.workflow_id}/{info.run_id} was cancelled",
+                )
+            raise
         finally:
             renewal.cancel()
             self._step = "releasing the tenant lock"
@@ -208,6 +234,7 @@ class RetrainingPipeline:
             result_type=DriftOutput,
             task_queue=params.drift_task_queue,
             start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=self._step_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
         found = {
@@ -224,12 +251,14 @@ class RetrainingPipeline:
             return PipelineResult(tenant_id=tenant, outcome=outcome, detail=drift.detail, **found)
 
         run_id = workflow.uuid4()
+        self._check_lease()
         self._step = "snapshotting the training data"
         snapshot = await workflow.execute_activity(
             ActivityName.SNAPSHOT_DATASET,
             SnapshotInput(tenant_id=tenant, training_run_id=run_id, season=drift.current_season),
             result_type=SnapshotOutput,
             start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=self._step_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
         train = TrainInput(
@@ -242,11 +271,13 @@ class RetrainingPipeline:
             dataset_sha256=snapshot.dataset_sha256,
         )
         self._training_run_id = run_id
+        self._check_lease()
         self._step = "training"
         training = await self._train(
             train, heartbeat_timeout=timedelta(seconds=params.training_heartbeat_seconds)
         )
 
+        self._check_lease()
         self._step = "registering the model"
         registered = await workflow.execute_activity(
             ActivityName.REGISTER_MODEL,
@@ -263,8 +294,10 @@ class RetrainingPipeline:
             ),
             result_type=RegisterOutput,
             start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=self._step_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
+        self._check_lease()
         self._step = "auditing for bias"
         audit = await workflow.execute_activity(
             ActivityName.AUDIT_MODEL,
@@ -275,8 +308,10 @@ class RetrainingPipeline:
             ),
             result_type=AuditOutput,
             start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=self._step_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
+        self._check_lease()
         self._step = "promoting to shadow"
         await workflow.execute_activity(
             ActivityName.PROMOTE_TO_SHADOW,
@@ -285,6 +320,7 @@ class RetrainingPipeline:
             retry_policy=PIPELINE_RETRY,
         )
         if workflow.patched(START_EVALUATION_PATCH):
+            self._check_lease()
             await self._start_evaluation(tenant, registered.model_version_id)
         return PipelineResult(
             tenant_id=tenant,
@@ -294,6 +330,69 @@ class RetrainingPipeline:
             model_version_id=registered.model_version_id,
             artifact_sha256=registered.artifact_sha256,
             **found,
+        )
+
+    async def _dead_letter(self, params: PipelineInput, error: ActivityError) -> PipelineResult:
+        """Write the dead letter of a step that gave up. Bounded (BOUNDED_DEAD_LETTER_PATCH):
+        a dead letter that cannot be written either still ends the run FAILED_DEAD_LETTERED,
+        without a letter id and saying why."""
+        info = workflow.info()
+        self._step = "dead-lettering"
+        bounded = workflow.patched(BOUNDED_DEAD_LETTER_PATCH)
+        detail = failure_message(error)
+        try:
+            letter = await workflow.execute_activity(
+                ActivityName.DEAD_LETTER,
+                DeadLetterInput(
+                    tenant_id=params.tenant_id,
+                    workflow_id=info.workflow_id,
+                    error=detail,
+                    attempts=attempts_made(error),
+                    training_run_id=self._training_run_id,
+                ),
+                result_type=DeadLetterOutput,
+                start_to_close_timeout=SHORT_STEP,
+                retry_policy=DEAD_LETTER_RETRY if bounded else BOOKKEEPING_RETRY,
+            )
+        except ActivityError as unwritten:
+            if not bounded:
+                raise
+            return PipelineResult(
+                tenant_id=params.tenant_id,
+                outcome=PipelineOutcome.FAILED_DEAD_LETTERED,
+                detail=f"{detail}; the dead letter could not be written:"
+                f" {failure_message(unwritten)}",
+                training_run_id=self._training_run_id,
+            )
+        return PipelineResult(
+            tenant_id=params.tenant_id,
+            outcome=PipelineOutcome.FAILED_DEAD_LETTERED,
+            detail=detail,
+            training_run_id=self._training_run_id,
+            dead_letter_id=letter.dead_letter_id,
+        )
+
+    async def _cancel_training(self, tenant: UUID, *, reason: str) -> None:
+        """The pipeline is being cancelled: stop the training step (and wait until it has),
+        then cancel the run's job and mark the run CANCELLED, so nothing keeps the tenant
+        blocked. Nothing to do before training began."""
+        if self._training_run_id is None:
+            return
+        self._step = "cancelling the training run"
+        training = self._training
+        if training is not None and not training.done():
+            training.cancel()
+            with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                await training  # it ends cancelled; the cleanup below is what matters
+        await workflow.execute_activity(
+            ActivityName.CANCEL_TRAINING,
+            CancelTrainingInput(
+                tenant_id=tenant,
+                training_run_id=self._training_run_id,
+                reason=reason,
+            ),
+            start_to_close_timeout=SHORT_STEP,
+            retry_policy=BOOKKEEPING_RETRY,
         )
 
     async def _start_evaluation(self, tenant: UUID, model_version_id: UUID) -> None:
@@ -322,10 +421,15 @@ class RetrainingPipeline:
             # On a callback short-cut, wait until the polling step has really stopped.
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
-        await workflow.wait_condition(lambda: handle.done() or self._called_back() is not None)
+        self._training = handle
+        await workflow.wait_condition(
+            lambda: handle.done() or self._called_back() is not None or self._lease_lost is not None
+        )
         if handle.done():
             trained: TrainedModel = handle.result()
             return trained
+        if self._lease_lost is not None and self._called_back() is None:
+            raise LeaseLost(self._lease_lost)  # the cleanup cancels the training step
         handle.cancel()
         try:
             await handle
@@ -345,19 +449,39 @@ class RetrainingPipeline:
             return None  # a late callback of an earlier run of this workflow id
         return callback.trained()
 
-    async def _keep_lease(self, lease: LeaseInfo) -> None:
+    def _check_lease(self) -> None:
+        """Stop before the next write once the lease is lost (LEASE_GUARD_PATCH)."""
+        if self._lease_lost is not None:
+            raise LeaseLost(self._lease_lost)
+
+    async def _keep_lease(self, lease: LeaseInfo, every: timedelta) -> None:
         while True:
-            await workflow.sleep(LEASE_RENEWAL_INTERVAL)
-            renewed = await workflow.execute_activity(
-                ActivityName.RENEW_LOCK,
-                lease,
-                result_type=bool,
-                start_to_close_timeout=SHORT_STEP,
-                retry_policy=PIPELINE_RETRY,
-            )
+            await workflow.sleep(every)
+            try:
+                renewed = await workflow.execute_activity(
+                    ActivityName.RENEW_LOCK,
+                    lease,
+                    result_type=bool,
+                    start_to_close_timeout=SHORT_STEP,
+                    retry_policy=PIPELINE_RETRY,
+                )
+            except ActivityError as error:
+                if not self._guarded:
+                    raise
+                self._lease_lost = (
+                    f"the tenant lease (fence {lease.fence}) could not be renewed:"
+                    f" {failure_message(error)}"
+                )
+                workflow.logger.warning("%s", self._lease_lost)
+                return
             if not renewed:
                 # The fencing token keeps a lost lease from writing; say so in the history.
                 workflow.logger.warning("tenant lock lease %s was lost", lease.fence)
+                if self._guarded:
+                    self._lease_lost = (
+                        f"the tenant lease (fence {lease.fence}) was lost: it expired or"
+                        " another holder took it"
+                    )
                 return
 
     async def _finish(self, result: PipelineResult) -> PipelineResult:

@@ -51,7 +51,8 @@ $$;
 REVOKE ALL ON FUNCTION rai.lock_tenant(uuid, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION rai.lock_tenant(uuid, text) TO rai_app;
 
--- The audit chain and the fencing check take their tenant's lock instead of an advisory one.
+-- The audit chain, the fencing check and the fence assertion (0007) take their tenant's lock
+-- instead of an advisory one.
 CREATE OR REPLACE FUNCTION rai.chain_integrity_check() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
@@ -82,18 +83,45 @@ CREATE OR REPLACE FUNCTION rai.enforce_fencing_token() RETURNS trigger
 AS $$
 DECLARE
     newest bigint;
+    granted bigint;
 BEGIN
     IF NEW.fencing_token IS NULL THEN
-        RETURN NEW;
+        RAISE EXCEPTION 'training run % of tenant % has no fencing token: a run is recorded only by a lease holder',
+            NEW.id, NEW.tenant_id
+            USING ERRCODE = 'RA008';
     END IF;
     PERFORM rai.lock_tenant(NEW.tenant_id, 'training_runs');
     SELECT max(r.fencing_token) INTO newest FROM rai.training_runs AS r
      WHERE r.tenant_id = NEW.tenant_id;
-    IF newest IS NOT NULL AND NEW.fencing_token <= newest THEN
+    SELECT f.fence INTO granted FROM rai.tenant_fences AS f WHERE f.tenant_id = NEW.tenant_id;
+    IF NEW.fencing_token <= coalesce(newest, 0) OR NEW.fencing_token < coalesce(granted, 0) THEN
         RAISE EXCEPTION 'stale fencing token % for tenant % (newest is %)',
-            NEW.fencing_token, NEW.tenant_id, newest
+            NEW.fencing_token, NEW.tenant_id, greatest(newest, granted)
             USING ERRCODE = 'RA008';
     END IF;
     RETURN NEW;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION rai.assert_current_fence(run_tenant uuid, run_id uuid, act text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
+DECLARE
+    fence bigint;
+    newest bigint;
+BEGIN
+    PERFORM rai.lock_tenant(run_tenant, 'training_runs');
+    SELECT r.fencing_token INTO fence FROM rai.training_runs AS r
+     WHERE r.tenant_id = run_tenant AND r.id = run_id;
+    SELECT greatest(max(r.fencing_token), (SELECT f.fence FROM rai.tenant_fences AS f
+                                            WHERE f.tenant_id = run_tenant))
+      INTO newest FROM rai.training_runs AS r
+     WHERE r.tenant_id = run_tenant;
+    IF fence IS NOT NULL AND newest > fence THEN
+        RAISE EXCEPTION 'stale fencing token % for tenant % (newest is %): % of training run % refused',
+            fence, run_tenant, newest, act, run_id
+            USING ERRCODE = 'RA008';
+    END IF;
 END;
 $$;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import hashlib
 import json
@@ -285,6 +286,10 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     assert status["progress"]["result"] == status["result"] == started["result"]
     runs = await listed_within(env, "runs", "pipeline", "list", "--tenant", str(tenant))
     covered.add(("pipeline", "list"))
+    reaped = await run("pipeline", "reap", "--tenant", str(tenant))
+    assert reaped == {
+        "tenants": [{"tenant_id": str(tenant), "failed_runs": [], "lease_broken": None}]
+    }
     assert [(r["workflow_id"], r["status"]) for r in runs["runs"]] == [
         (f"retrain/{tenant}", "COMPLETED")
     ]
@@ -600,9 +605,9 @@ async def test_worker_polls_only_the_chosen_queue(
         process.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # no-op once all of it has stopped
+        await process.wait()
     assert process.returncode == 0, err.decode()
     assert out.decode() == "rai worker: stopped\n"
 
@@ -623,9 +628,10 @@ def assert_seed_metrics(text: str) -> None:
 
 
 async def test_the_api_serves_the_seed_metrics(world: World) -> None:
+    # Its own process group: whatever happens, the API and its worker processes are stopped.
     process = await asyncio.create_subprocess_exec(
         str(RAI), "api", "--port", "0", env=world.env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     try:
         assert process.stdout is not None
@@ -639,10 +645,40 @@ async def test_the_api_serves_the_seed_metrics(world: World) -> None:
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # no-op once all of it has stopped
+        await process.wait()
     assert process.returncode == 0, err.decode()
+
+
+async def test_api_workers_stop_when_their_parent_is_killed(world: World) -> None:
+    """``rai api --workers 2`` SIGKILLed: its worker processes stop too (the kernel tells
+    them), so nothing keeps serving on the port or holding the parent's pipes."""
+    process = await asyncio.create_subprocess_exec(
+        str(RAI), "api", "--port", "0", "--workers", "2", env=world.env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    group = process.pid
+
+    async def left() -> bool:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), COMMAND_TIMEOUT)
+        assert line.startswith(b"rai api: serving"), line
+        process.kill()
+        await wait_until(
+            left, lambda alive: not alive, within=60, failure="API workers outlived their parent"
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        await process.wait()
 
 
 def free_ports(count: int) -> list[int]:

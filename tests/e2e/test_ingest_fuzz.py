@@ -38,17 +38,20 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from adapters.objectstore import ObjectStore
 from api.app import ApiDependencies, create_app
 from api.server import ApiConfig, serving
 from db.repository import Database
 from db.tenants import create_tenant
 from domain.documents import event_document
 from domain.signing import DocumentKind, Signer
+from domain.trust import TrustedKeys
 from services.callbacks import CallbackHandler
+from services.drift_reports import DriftReportReader
 from services.events import LearningEventService
 from services.keys import register_key
 from services.tokens import create_token
-from settings import app_dsn_for
+from settings import Settings, app_dsn_for
 from tests.integration.callback_support import RecordingSignaller
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -67,7 +70,7 @@ class LiveApi:
 
 
 @pytest.fixture
-def live_api(db_admin_dsn: str) -> Iterator[LiveApi]:
+def live_api(db_admin_dsn: str, service_storage: Settings) -> Iterator[LiveApi]:
     ready: queue.Queue[LiveApi | BaseException] = queue.Queue()
     stop = asyncio.Event()
     loop_of_server: list[asyncio.AbstractEventLoop] = []
@@ -81,10 +84,23 @@ def live_api(db_admin_dsn: str) -> Iterator[LiveApi]:
             device = Signer.generate()
             await register_key(db, tenant, device.public_key, "device")
             token = (await create_token(db, tenant, "fuzzer")).secret
-            deps = ApiDependencies(
-                db=db, callbacks=CallbackHandler(db, RecordingSignaller()), events=events
-            )
-            async with serving(create_app(deps), ApiConfig(port=0)) as url:
+            async with (
+                ObjectStore.from_settings(service_storage) as store,
+                serving(
+                    create_app(
+                        ApiDependencies(
+                            db=db,
+                            callbacks=CallbackHandler(db, RecordingSignaller()),
+                            events=events,
+                            # the drift report pages, pinned to a platform key of the test's own
+                            drift_reports=DriftReportReader(
+                                db, store, TrustedKeys.of(Signer.generate().public_key)
+                            ),
+                        )
+                    ),
+                    ApiConfig(port=0),
+                ) as url,
+            ):
                 ready.put(LiveApi(url, tenant, token, device))
                 await stop.wait()
         finally:

@@ -43,6 +43,7 @@ TENANT_TABLES = (
     "bias_audits",
     "integrity_checks",
     "dead_letters",
+    "tenant_fences",
     "api_tokens",
     "tenant_locks",
 )
@@ -88,7 +89,12 @@ async def populate(db: Database, world: TenantWorld) -> UUID:
             world.key_id,
         )
         await conn.execute(
-            "INSERT INTO training_runs (tenant_id, workflow_id) VALUES ($1, 'retrain/x')",
+            "INSERT INTO tenant_fences (tenant_id, fence, holder) VALUES ($1, 1, 'retrain/x/r')",
+            world.tenant_id,
+        )
+        await conn.execute(
+            "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token)"
+            " VALUES ($1, 'retrain/x', 1)",
             world.tenant_id,
         )
         await conn.execute(
@@ -265,7 +271,8 @@ async def test_cross_tenant_insert_is_refused(
     async with app_db.transaction(alpha.tenant_id) as conn:
         with raises_law(Law.ROW_LEVEL_SECURITY):
             await conn.execute(
-                "INSERT INTO training_runs (tenant_id, workflow_id) VALUES ($1, 'w')",
+                "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token)"
+                " VALUES ($1, 'w', 1)",
                 beta.tenant_id,
             )
 
@@ -774,50 +781,57 @@ async def test_events_are_unique_per_season_and_field(app_db: Database, alpha: T
 async def test_one_active_training_run_per_tenant(
     app_db: Database, alpha: TenantWorld, beta: TenantWorld
 ) -> None:
-    insert = "INSERT INTO training_runs (tenant_id, workflow_id) VALUES ($1, $2) RETURNING id"
+    insert = (
+        "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token)"
+        " VALUES ($1, $2, $3) RETURNING id"
+    )
     async with app_db.transaction(alpha.tenant_id) as conn:
-        run = await conn.fetchval(insert, alpha.tenant_id, "retrain/a")
+        run = await conn.fetchval(insert, alpha.tenant_id, "retrain/a", 1)
     async with app_db.transaction(alpha.tenant_id) as conn:
         with raises_law(Law.UNIQUE) as info:
-            await conn.fetchval(insert, alpha.tenant_id, "retrain/a")
+            await conn.fetchval(insert, alpha.tenant_id, "retrain/a", 2)
         assert ONE_ACTIVE_TRAINING_RUN in str(info.value)
     async with app_db.transaction(beta.tenant_id) as conn:  # other tenants are not blocked
-        await conn.fetchval(insert, beta.tenant_id, "retrain/b")
+        await conn.fetchval(insert, beta.tenant_id, "retrain/b", 1)
     async with app_db.transaction(alpha.tenant_id) as conn:
         await conn.execute(
             "UPDATE training_runs SET status = 'RUNNING', started_at = now() WHERE id = $1", run
         )
     async with app_db.transaction(alpha.tenant_id) as conn:
         with raises_law(Law.UNIQUE):
-            await conn.fetchval(insert, alpha.tenant_id, "retrain/a")
+            await conn.fetchval(insert, alpha.tenant_id, "retrain/a", 3)
     async with app_db.transaction(alpha.tenant_id) as conn:
         await conn.execute(
             "UPDATE training_runs SET status = 'SUCCEEDED', finished_at = now() WHERE id = $1", run
         )
-        await conn.fetchval(insert, alpha.tenant_id, "retrain/a")
+        await conn.fetchval(insert, alpha.tenant_id, "retrain/a", 4)
 
 
 async def test_concurrent_run_starts_have_one_winner(app_db: Database, alpha: TenantWorld) -> None:
-    async def start() -> bool:
+    async def start(fence: int) -> bool:
         try:
             async with app_db.transaction(alpha.tenant_id) as conn:
                 await conn.execute(
-                    "INSERT INTO training_runs (tenant_id, workflow_id) VALUES ($1, 'w')",
+                    "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token)"
+                    " VALUES ($1, 'w', $2)",
                     alpha.tenant_id,
+                    fence,
                 )
-        except asyncpg.UniqueViolationError:
-            return False
+        except asyncpg.PostgresError as exc:  # the active run, or a newer fence, wins
+            if exc.sqlstate in (Law.UNIQUE, Law.STALE_FENCE):
+                return False
+            raise
         return True
 
-    outcomes = await asyncio.gather(*(start() for _ in range(20)))
+    outcomes = await asyncio.gather(*(start(fence) for fence in range(1, 21)))
     assert outcomes.count(True) == 1
 
 
 async def test_training_runs_only_move_forward(app_db: Database, alpha: TenantWorld) -> None:
     async with app_db.transaction(alpha.tenant_id) as conn:
         run = await conn.fetchval(
-            "INSERT INTO training_runs (tenant_id, workflow_id, dataset_sha256)"
-            " VALUES ($1, 'w', $2) RETURNING id",
+            "INSERT INTO training_runs (tenant_id, workflow_id, dataset_sha256, fencing_token)"
+            " VALUES ($1, 'w', $2, 1) RETURNING id",
             alpha.tenant_id,
             sha(),
         )
@@ -838,7 +852,8 @@ async def test_training_runs_only_move_forward(app_db: Database, alpha: TenantWo
             )
     async with app_db.transaction(alpha.tenant_id) as conn:
         queued = await conn.fetchval(
-            "INSERT INTO training_runs (tenant_id, workflow_id) VALUES ($1, 'w') RETURNING id",
+            "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token)"
+            " VALUES ($1, 'w', 2) RETURNING id",
             alpha.tenant_id,
         )
         with raises_law(Law.CHECK):  # finished means finished_at is set
@@ -854,7 +869,7 @@ async def test_training_runs_start_queued(
         with raises_law(Law.ILLEGAL_TRAINING_RUN_TRANSITION) as info:
             await conn.execute(
                 "INSERT INTO training_runs (tenant_id, workflow_id, status, started_at,"
-                f" finished_at) VALUES ($1, 'w', $2, now(), {finished_at})",
+                f" finished_at, fencing_token) VALUES ($1, 'w', $2, now(), {finished_at}, 1)",
                 alpha.tenant_id,
                 status,
             )
@@ -862,7 +877,8 @@ async def test_training_runs_start_queued(
     async with app_db.transaction(alpha.tenant_id) as conn:
         assert await conn.fetchval("SELECT count(*) FROM training_runs") == 0
         await conn.execute(
-            "INSERT INTO training_runs (tenant_id, workflow_id, status) VALUES ($1, 'w', 'QUEUED')",
+            "INSERT INTO training_runs (tenant_id, workflow_id, status, fencing_token)"
+            " VALUES ($1, 'w', 'QUEUED', 1)",
             alpha.tenant_id,
         )
 
@@ -877,8 +893,8 @@ async def test_the_owner_cannot_insert_a_finished_training_run(
         )
         with raises_law(Law.ILLEGAL_TRAINING_RUN_TRANSITION):
             await owner_conn.execute(
-                "INSERT INTO rai.training_runs (tenant_id, workflow_id, status, finished_at)"
-                " VALUES ($1, 'w', 'SUCCEEDED', now())",
+                "INSERT INTO rai.training_runs (tenant_id, workflow_id, status, finished_at,"
+                " fencing_token) VALUES ($1, 'w', 'SUCCEEDED', now(), 1)",
                 alpha.tenant_id,
             )
 
@@ -916,3 +932,110 @@ async def test_a_stale_fencing_token_cannot_record_a_run(
         await record_finished_run(conn, alpha.tenant_id, 8)
     async with app_db.transaction(beta.tenant_id) as conn:  # tokens are per tenant
         await record_finished_run(conn, beta.tenant_id, 1)
+
+
+@pytest.mark.parametrize("fence", ["NULL", "DEFAULT"])
+async def test_a_run_without_a_fencing_token_is_refused(
+    app_db: Database, alpha: TenantWorld, fence: str
+) -> None:
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        with raises_law(Law.STALE_FENCE) as info:
+            await conn.execute(
+                "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token)"
+                f" VALUES ($1, 'w', {fence})",
+                alpha.tenant_id,
+            )
+        assert "no fencing token" in str(info.value)
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM training_runs") == 0
+
+
+async def test_the_owner_cannot_record_a_run_without_a_fence_either(
+    owner_conn: asyncpg.Connection, alpha: TenantWorld
+) -> None:
+    async with owner_conn.transaction():
+        await owner_conn.execute("SET LOCAL ROLE rai_owner")
+        await owner_conn.execute(
+            "SELECT set_config('app.current_tenant_id', $1, true)", str(alpha.tenant_id)
+        )
+        with raises_law(Law.STALE_FENCE):
+            await owner_conn.execute(
+                "INSERT INTO rai.training_runs (tenant_id, workflow_id) VALUES ($1, 'w')",
+                alpha.tenant_id,
+            )
+
+
+async def record_run(conn: asyncpg.Connection, tenant_id: UUID, fence: int) -> UUID:
+    run: UUID = await conn.fetchval(
+        "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token)"
+        " VALUES ($1, 'w', $2) RETURNING id",
+        tenant_id,
+        fence,
+    )
+    return run
+
+
+async def grant_fence(conn: asyncpg.Connection, tenant_id: UUID, fence: int) -> None:
+    await conn.execute(
+        "INSERT INTO tenant_fences (tenant_id, fence, holder) VALUES ($1, $2, 'h')"
+        " ON CONFLICT (tenant_id) DO UPDATE SET fence = EXCLUDED.fence",
+        tenant_id,
+        fence,
+    )
+
+
+async def test_a_newer_fence_refuses_every_later_write_of_the_old_holder(
+    app_db: Database, alpha: TenantWorld
+) -> None:
+    """Run 5 trained and registered its model; run 7 is queued when the mutex grants fence 8
+    to a new holder (run 7's lease was lost). From then on neither old holder advances its
+    run, registers a model or promotes one to SHADOW; ending a run stays open."""
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        await grant_fence(conn, alpha.tenant_id, 5)
+        done = await record_run(conn, alpha.tenant_id, 5)
+        for status, column in (("RUNNING", "started_at"), ("SUCCEEDED", "finished_at")):
+            await conn.execute(
+                f"UPDATE training_runs SET status = $2, {column} = now() WHERE id = $1",
+                done,
+                status,
+            )
+        model = await insert_model(conn, alpha, training_run_id=done)
+        await insert_audit(conn, alpha, model["id"], passed=True)
+        await grant_fence(conn, alpha.tenant_id, 7)
+        queued = await record_run(conn, alpha.tenant_id, 7)
+        await grant_fence(conn, alpha.tenant_id, 8)
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        with raises_law(Law.STALE_FENCE) as info:
+            await conn.execute(
+                "UPDATE training_runs SET status = 'RUNNING', started_at = now() WHERE id = $1",
+                queued,
+            )
+        assert "the move to RUNNING" in str(info.value)
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        with raises_law(Law.STALE_FENCE) as info:
+            await set_status(conn, model["id"], "SHADOW")
+        assert "promoting the model to SHADOW" in str(info.value)
+    async with app_db.transaction(alpha.tenant_id) as conn:
+        with raises_law(Law.STALE_FENCE) as info:
+            await insert_model(conn, alpha, version=2, training_run_id=queued)
+        assert "registering the model" in str(info.value)
+    async with app_db.transaction(alpha.tenant_id) as conn:  # ending a run stays open
+        await conn.execute(
+            "UPDATE training_runs SET status = 'FAILED', finished_at = now() WHERE id = $1",
+            queued,
+        )
+    async with app_db.transaction(alpha.tenant_id) as conn:  # the old holder cannot record a run
+        with raises_law(Law.STALE_FENCE):
+            await record_run(conn, alpha.tenant_id, 7)
+    async with app_db.transaction(alpha.tenant_id) as conn:  # the fence only rises
+        with raises_law(Law.STALE_FENCE):
+            await grant_fence(conn, alpha.tenant_id, 3)
+    async with app_db.transaction(alpha.tenant_id) as conn:  # the new holder writes
+        newest = await record_run(conn, alpha.tenant_id, 8)
+        await conn.execute(
+            "UPDATE training_runs SET status = 'RUNNING', started_at = now() WHERE id = $1",
+            newest,
+        )
+        statuses = await conn.fetch("SELECT fencing_token, status FROM training_runs ORDER BY 1")
+        assert [tuple(r) for r in statuses] == [(5, "SUCCEEDED"), (7, "FAILED"), (8, "RUNNING")]
+        assert await conn.fetchval("SELECT status FROM model_versions") == "REGISTERED"

@@ -80,8 +80,13 @@ async def test_gauges_come_from_the_database(services_env: ServicesEnv, db_admin
 
 async def start_run(env: ServicesEnv, tenant: UUID, *, running: bool) -> None:
     async with env.db.transaction(tenant) as conn:
+        # A run is recorded only by the holder of the tenant's newest fence (RA008).
+        await conn.execute(
+            "INSERT INTO tenant_fences (tenant_id, fence, holder) VALUES ($1, 1, 'w/r')", tenant
+        )
         run: UUID = await conn.fetchval(
-            "INSERT INTO training_runs (tenant_id, workflow_id) VALUES ($1, 'w') RETURNING id",
+            "INSERT INTO training_runs (tenant_id, workflow_id, fencing_token)"
+            " VALUES ($1, 'w', 1) RETURNING id",
             tenant,
         )
         if running:

@@ -8,24 +8,29 @@ import hashlib
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
 
+from adapters.localjobs import LocalJobRunner
 from adapters.metrics import Metrics
 from adapters.objectstore import ObjectStoreError, S3Uri
 from domain.model_status import ModelStatus
-from domain.pipeline import PipelineOutcome, PipelineResult
+from domain.pipeline import DEAD_LETTER_TEXT_LIMIT, PipelineOutcome, PipelineResult, RegisterInput
 from services.bias import BiasAuditService, Evaluation
+from services.drift import DriftAnalysisService
 from services.errors import GovernanceRefusal, NotFoundError
 from services.pipeline import (
+    DriftCheck,
     PipelineService,
     StaleLeaseError,
     list_dead_letters,
     resolve_dead_letter,
 )
 from services.registry import ModelRegistryService, RegisterModel
+from services.training import JobEnvironment, TrainingConfig, TrainingService
 from tests.integration.services_env import ServicesEnv
 
 pytestmark = pytest.mark.integration
@@ -203,3 +208,130 @@ async def test_drift_compares_the_seasons_asked_for_or_the_two_newest(
     assert await service(env).drift_seasons(tenant, "2024", None) == ("2025", "2026")
     other = await env.tenant("other")
     assert await service(env).drift_seasons(other, None, None) is None
+
+
+async def test_a_dead_letter_is_written_whatever_the_error_says(services_env: ServicesEnv) -> None:
+    """Issue 11, item 5: NUL bytes (refused by Postgres text) and a huge message are sanitised
+    and bounded, so a dead letter cannot fail for its content."""
+    env = services_env
+    tenant = await env.tenant()
+    run = await start_run(env, tenant, fence=1)
+    error = "bad\x00byte\x07 " + "x" * 100_000
+    letter = await service(env).dead_letter(
+        tenant, workflow_id="retrain/\x00x", error=error, attempts=5, training_run_id=run
+    )
+    [listed] = await list_dead_letters(env.db, tenant, include_resolved=False)
+    assert listed.id == letter
+    assert listed.error.startswith("bad\\x00byte\\x07 xxx")
+    assert len(listed.error) == DEAD_LETTER_TEXT_LIMIT
+    assert listed.error.endswith("…")
+    assert listed.workflow_id == "retrain/\\x00x"
+    async with env.db.transaction(tenant) as conn:
+        assert (
+            await conn.fetchval("SELECT status FROM training_runs WHERE id = $1", run) == "FAILED"
+        )
+
+
+def training(env: ServicesEnv, tmp_path: Path) -> TrainingService:
+    return TrainingService(
+        runs=service(env),
+        registry=ModelRegistryService(env.db, env.store, env.platform),
+        jobs=LocalJobRunner(tmp_path),
+        platform=env.platform,
+        config=TrainingConfig(
+            registry_bucket=env.registry_bucket, callback_url=None, environment=JobEnvironment()
+        ),
+    )
+
+
+async def run_status(env: ServicesEnv, tenant: UUID, run: UUID) -> str:
+    async with env.db.transaction(tenant) as conn:
+        status: str = await conn.fetchval("SELECT status FROM training_runs WHERE id = $1", run)
+    return status
+
+
+def registration(tenant: UUID, run: UUID, uri: str, sha: str) -> RegisterInput:
+    return RegisterInput(
+        tenant_id=tenant,
+        training_run_id=run,
+        model_name="yield",
+        artifact_uri=uri,
+        artifact_sha256=sha,
+        dataset_uri="s3://d/k",
+        dataset_sha256="a" * 64,
+        drift_report_id=None,
+        metrics={},
+    )
+
+
+async def test_a_run_succeeds_only_with_its_model(
+    services_env: ServicesEnv, tmp_path: Path
+) -> None:
+    """Issue 11, item 6: registration and SUCCEEDED are one transaction. A registration that
+    fails leaves the run RUNNING (never SUCCEEDED without a model), and the dead letter fails
+    it with the reason; a good one makes both, and a retry finds them."""
+    env = services_env
+    tenant = await env.tenant()
+    await service(env).record_fence(tenant, 1, "retrain/x/r")
+    run = await start_run(env, tenant, fence=1)
+    await service(env).mark_running(tenant, run, "rai-train-x")
+    uri, sha = await env.artifact(tenant)
+    with pytest.raises(GovernanceRefusal, match="hashes to"):
+        await training(env, tmp_path).register(registration(tenant, run, uri, "0" * 64))
+    assert await run_status(env, tenant, run) == "RUNNING"
+    async with env.db.transaction(tenant) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM model_versions") == 0
+    registered = await training(env, tmp_path).register(registration(tenant, run, uri, sha))
+    assert await run_status(env, tenant, run) == "SUCCEEDED"
+    again = await training(env, tmp_path).register(registration(tenant, run, uri, sha))
+    assert again == registered
+
+    failing = await env.tenant("failing")
+    await service(env).record_fence(failing, 1, "retrain/y/r")
+    doomed = await start_run(env, failing, fence=1)
+    await service(env).mark_running(failing, doomed, "rai-train-y")
+    missing = f"s3://{env.registry_bucket}/models/{failing}/nothing/model.json"
+    with pytest.raises(GovernanceRefusal) as refused:
+        await training(env, tmp_path).register(registration(failing, doomed, missing, sha))
+    await service(env).dead_letter(
+        failing,
+        workflow_id="retrain/y",
+        error=str(refused.value),
+        attempts=1,
+        training_run_id=doomed,
+    )
+    assert await run_status(env, failing, doomed) == "FAILED"
+    async with env.db.transaction(failing) as conn:
+        reason = await conn.fetchval(
+            "SELECT details->>'reason' FROM integrity_checks"
+            " WHERE check_type = 'training.finished' AND subject_id = $1",
+            str(doomed),
+        )
+    assert reason == str(refused.value)
+
+
+async def test_a_retried_drift_step_reuses_the_report_of_its_run(
+    services_env: ServicesEnv,
+) -> None:
+    """Issue 11, item 7: one drift report per pipeline run, keyed so a retry finds it (the
+    snapshot and the registration are covered above: a retry finds what it wrote)."""
+    env = services_env
+    tenant = await env.tenant()
+    await env.seed_events(tenant, "2025", 200, seed=1)
+    await env.seed_events(tenant, "2026", 200, shift=0.15, seed=2)
+    check = DriftCheck(
+        service(env),
+        DriftAnalysisService(env.db, env.store, env.platform, bucket=env.registry_bucket),
+    )
+    first = await check.check(tenant, None, None, pipeline_run="retrain/t/run-1")
+    retried = await check.check(tenant, None, None, pipeline_run="retrain/t/run-1")
+    assert retried == first
+    assert first.report_id is not None
+    other = await check.check(tenant, None, None, pipeline_run="retrain/t/run-2")
+    assert other.report_id != first.report_id
+    async with env.db.transaction(tenant) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM drift_reports") == 2
+        checks = await conn.fetchval(
+            "SELECT count(*) FROM integrity_checks WHERE check_type = 'drift.report'"
+        )
+    assert checks == 2

@@ -306,3 +306,31 @@ async def test_an_unreachable_redis_raises_mutex_unavailable() -> None:
             await mutex.current_fence(tenant)
     finally:
         await client.aclose()
+
+
+async def test_a_retried_acquire_by_the_same_holder_gets_its_own_lease_back(
+    mutex: TenantMutex,
+) -> None:
+    """The first answer was lost (the worker died after Redis granted the lease): the retry
+    of the same holder gets the same lease, not a lock-out; anyone else is still refused."""
+    tenant = uuid4()
+    granted = await _acquired(mutex, tenant, "retrain/t/run-1")
+    retried = await _acquired(mutex, tenant, "retrain/t/run-1")
+    assert (retried.token, retried.fence) == (granted.token, granted.fence)
+    assert await mutex.current_fence(tenant) == granted.fence, "the retry took a new fence"
+    assert await mutex.acquire(tenant, "retrain/t/run-2") is None
+    assert await mutex.renew(retried) is True
+    assert await mutex.release(granted) is True
+    assert await mutex.inspect(tenant) is None
+
+
+async def test_break_lease_removes_only_that_holders_lease(mutex: TenantMutex) -> None:
+    tenant = uuid4()
+    lease = await _acquired(mutex, tenant, "gone")
+    assert await mutex.break_lease(tenant, "other", lease.fence) is False
+    assert await mutex.break_lease(tenant, "gone", lease.fence + 1) is False
+    assert await mutex.inspect(tenant) is not None
+    assert await mutex.break_lease(tenant, "gone", lease.fence) is True
+    assert await mutex.inspect(tenant) is None
+    assert await mutex.break_lease(tenant, "gone", lease.fence) is False
+    assert (await _acquired(mutex, tenant, "next")).fence == lease.fence + 1

@@ -4,11 +4,13 @@ real S3 server."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
 import pytest
 
+from adapters.objectstore import ObjectInfo
 from db.repository import Database
 from domain.holdout import HoldoutSplit
 from domain.lineage import lineage_hash
@@ -26,6 +28,7 @@ from services.errors import (
     SignatureInvalidError,
 )
 from services.evaluation import ModelAuditService
+from services.ports import ObjectStorePort
 from services.registry import ModelRegistryService, RegisterModel, model_document
 from tests.integration.services_env import ServicesEnv
 
@@ -307,3 +310,43 @@ async def test_groups_too_small_to_judge_are_reported_not_passed_over(
             "SELECT details FROM integrity_checks WHERE check_type = 'model.bias_audit'"
         )
     assert details["insufficient_groups"] == {"east": 3}
+
+
+class LaggingStore:
+    """The real S3 store, but its first ``misses`` HEADs of a key answer "not there", as a store
+    with read-after-write lag does right after the trainer wrote the artifact."""
+
+    def __init__(self, store: ObjectStorePort, misses: int) -> None:
+        self._store = store
+        self.misses = misses
+        self.heads = 0
+
+    async def head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        self.heads += 1
+        if self.heads <= self.misses:
+            return None
+        return await self._store.head(bucket, key, version_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_an_artifact_that_shows_up_late_is_registered(services_env: ServicesEnv) -> None:
+    """Issue 11, item 8: a HEAD 404 right after the write is retried within the step's budget;
+    an artifact that never shows up is refused after the last look."""
+    env = services_env
+    tenant = await env.tenant()
+    uri, sha = await env.artifact(tenant)
+    lagging = LaggingStore(env.store, misses=2)
+    service = ModelRegistryService(
+        env.db, cast(ObjectStorePort, lagging), env.platform, artifact_lookups=(0.0, 0.1, 0.1)
+    )
+    model = await service.register_model(tenant, request(uri, expected_sha256=sha))
+    assert (model.artifact_sha256, lagging.heads) == (sha, 3)
+    never = LaggingStore(env.store, misses=99)
+    service = ModelRegistryService(
+        env.db, cast(ObjectStorePort, never), env.platform, artifact_lookups=(0.0, 0.1, 0.1)
+    )
+    with pytest.raises(ArtifactMissingError, match="looked 3 times"):
+        await service.register_model(tenant, request(uri, expected_sha256=sha))
+    assert never.heads == 3

@@ -12,16 +12,19 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from redis.asyncio import Redis
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from adapters.redis_mutex import Lease, TenantMutex
 from domain.pipeline import (
     ActivityName,
     AuditInput,
     AuditOutput,
+    CancelTrainingInput,
     CheckpointInput,
     DeadLetterInput,
     DeadLetterOutput,
@@ -47,6 +50,7 @@ from domain.pipeline import (
 from domain.policies import cooldown_active
 from domain.promotion import shadow_evaluation_workflow_id
 from domain.training import TrainedModel
+from settings import Settings
 from workflows.promotion import ShadowEvaluation
 from workflows.retrain import PIPELINE_RETRY, RetrainingPipeline
 
@@ -72,6 +76,10 @@ class World:
     train_waits_for_cancel: bool = False
     promote_refuses: bool = False
     checkpoint_refuses: bool = False
+    dead_letter_fails: bool = False
+    dead_letter_attempts: int = 0
+    renewal: str = "renewed"  # or "lost" (False), or "unreachable" (the step fails)
+    cancelled: list[CancelTrainingInput] = field(default_factory=list)
     rollback_at: datetime | None = None
     calls: list[str] = field(default_factory=list)
     train_attempt_times: list[datetime] = field(default_factory=list)
@@ -96,7 +104,9 @@ class World:
     @activity.defn(name=ActivityName.RENEW_LOCK)
     async def renew(self, lease: LeaseInfo) -> bool:
         self.calls.append("renew")
-        return True
+        if self.renewal == "unreachable":
+            raise RuntimeError("Redis is gone")
+        return self.renewal == "renewed"
 
     @activity.defn(name=ActivityName.RELEASE_LOCK)
     async def release(self, lease: LeaseInfo) -> None:
@@ -172,6 +182,9 @@ class World:
 
     @activity.defn(name=ActivityName.DEAD_LETTER)
     async def dead_letter(self, request: DeadLetterInput) -> DeadLetterOutput:
+        if self.dead_letter_fails:
+            self.dead_letter_attempts += 1
+            raise RuntimeError("the database is down")
         self.dead_letters.append(request)
         return DeadLetterOutput(dead_letter_id=UUID(int=9))
 
@@ -191,8 +204,13 @@ class World:
                 non_retryable=True,
             )
 
+    @activity.defn(name=ActivityName.CANCEL_TRAINING)
+    async def cancel_training(self, request: CancelTrainingInput) -> None:
+        self.cancelled.append(request)
+
     def activities(self) -> list[Callable[..., Any]]:
         return [
+            self.cancel_training,
             self.acquire,
             self.renew,
             self.release,
@@ -210,7 +228,11 @@ class World:
 
 
 async def run_pipeline(
-    env: WorkflowEnvironment, world: World, *, signal: TrainingOutcome | None = None
+    env: WorkflowEnvironment,
+    world: World,
+    *,
+    signal: TrainingOutcome | None = None,
+    lease_renewal_seconds: float = 900.0,
 ) -> PipelineResult:
     queue, drift_queue = f"train-{uuid.uuid4()}", f"drift-{uuid.uuid4()}"
     tenant = uuid4()
@@ -231,7 +253,10 @@ async def run_pipeline(
         ] = await env.client.start_workflow(
             RetrainingPipeline.run,
             PipelineInput(
-                tenant_id=tenant, drift_task_queue=drift_queue, training_heartbeat_seconds=2
+                tenant_id=tenant,
+                drift_task_queue=drift_queue,
+                training_heartbeat_seconds=2,
+                lease_renewal_seconds=lease_renewal_seconds,
             ),
             id=f"retrain/{tenant}",
             task_queue=queue,
@@ -373,3 +398,81 @@ async def test_a_verified_callback_short_cuts_polling(env: WorkflowEnvironment) 
     result = await run_pipeline(env, world, signal=callback)
     assert result.outcome is PipelineOutcome.SUCCEEDED_SHADOW
     assert result.artifact_sha256 == "c" * 64
+
+
+@dataclass
+class LostGrant(World):
+    """The lock step against the real Redis mutex, whose first answer is lost: Redis granted
+    the lease, then the worker died before the activity completed (issue 11, item 2)."""
+
+    mutex: TenantMutex | None = None
+    granted: list[Lease] = field(default_factory=list)
+
+    @activity.defn(name=ActivityName.ACQUIRE_LOCK)
+    async def acquire(self, request: LockRequest) -> LockResult:
+        assert self.mutex is not None
+        self.calls.append("acquire")
+        lease = await self.mutex.acquire(request.tenant_id, request.holder)
+        if lease is None:
+            return LockResult(lease=None)
+        self.granted.append(lease)
+        if activity.info().attempt == 1:
+            raise RuntimeError("the worker died before the activity completed")
+        return LockResult(
+            lease=LeaseInfo(
+                tenant_id=lease.tenant_id, token=lease.token, fence=lease.fence, holder=lease.holder
+            )
+        )
+
+
+async def test_a_retried_lock_acquire_gets_its_own_lease_back(env: WorkflowEnvironment) -> None:
+    redis = Redis.from_url(Settings().redis_url)
+    prefix = f"rai-test:{uuid4()}:"
+    try:
+        world = LostGrant(mutex=TenantMutex(redis, key_prefix=prefix))
+        result = await run_pipeline(env, world)
+    finally:
+        stale = [key async for key in redis.scan_iter(match=f"{prefix}*")]
+        if stale:
+            await redis.delete(*stale)
+        await redis.aclose()
+    assert result.outcome is PipelineOutcome.SUCCEEDED_SHADOW, result.detail
+    first, retried = world.granted
+    assert (retried.token, retried.fence) == (first.token, first.fence)
+    assert world.calls[:3] == ["acquire", "acquire", "preconditions"]
+    assert [lease.fence for lease in world.released] == [first.fence]
+
+
+@pytest.mark.parametrize("renewal", ["lost", "unreachable"])
+async def test_a_lost_lease_stops_the_run(env: WorkflowEnvironment, renewal: str) -> None:
+    """Issue 11, item 3: the lease cannot be renewed while training runs; the pipeline stops
+    before its next write (no registration), cancels the training run and says why."""
+    world = World(train_waits_for_cancel=True, renewal=renewal)
+    result = await run_pipeline(env, world, lease_renewal_seconds=5)
+    assert result.outcome is PipelineOutcome.FAILED_LEASE_LOST, result
+    assert (
+        "could not be renewed" in result.detail
+        if renewal == "unreachable"
+        else ("was lost" in result.detail)
+    )
+    assert "register" not in world.calls
+    assert [c.training_run_id for c in world.cancelled] == [result.training_run_id]
+    assert world.outcomes == [result]
+    assert len(world.released) == 1
+    assert world.dead_letters == []
+
+
+async def test_a_dead_letter_that_cannot_be_written_does_not_hang_the_run(
+    env: WorkflowEnvironment,
+) -> None:
+    """Issue 11, item 5: the dead-letter step retries a bounded number of times; the run then
+    ends FAILED_DEAD_LETTERED saying so, and the lease is released."""
+    world = World(training_fails=True, dead_letter_fails=True)
+    result = await run_pipeline(env, world)
+    assert result.outcome is PipelineOutcome.FAILED_DEAD_LETTERED
+    assert result.dead_letter_id is None
+    assert "the dead letter could not be written" in result.detail
+    assert "the GPU caught fire" in result.detail
+    assert world.dead_letter_attempts == 10
+    assert len(world.released) == 1
+    assert world.outcomes == [result]

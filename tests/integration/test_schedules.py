@@ -29,6 +29,8 @@ from starter import (
     create_retrain_schedule,
     delete_retrain_schedule,
     list_retrain_schedules,
+    pipeline_status,
+    workflow_ui_link,
 )
 from tests.polling import wait_until
 
@@ -121,6 +123,17 @@ async def test_a_scheduled_run_starts_the_pipeline_with_a_schedule_trigger(
         assert params == PipelineInput(
             tenant_id=tenant, trigger="schedule", drift_task_queue=settings.drift_task_queue
         )
+        # Issue 11, item 9: `rai pipeline status` shows the scheduled run, with its link.
+        status = await wait_until(
+            lambda: pipeline_status(client, settings, tenant),
+            lambda status: status.workflow_id == started.workflow_id,
+            within=VISIBILITY_WAIT,
+            every=0.2,
+            failure="pipeline status never showed the scheduled run",
+            shown=lambda status: status.workflow_id,
+        )
+        assert (status.run_id, status.status) == (started.first_execution_run_id, "RUNNING")
+        assert status.ui_link == workflow_ui_link(settings, started.workflow_id, status.run_id)
         await run.terminate("test over: no worker polls this queue")
     finally:
         await delete_retrain_schedule(client, tenant)

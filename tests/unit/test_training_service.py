@@ -21,7 +21,7 @@ from domain.training import (
     TrainingResult,
     TrainingStatus,
 )
-from services.registry import RegisteredModel, RegisterModel
+from services.registry import InTransaction, RegisteredModel, RegisterModel
 from services.training import TrainingConfig, TrainingService, job_environment
 from settings import Settings
 
@@ -82,14 +82,31 @@ class Runs:
         dataset_uri: str,
         dataset_sha256: str,
         callback_public_key: bytes,
+        workflow_run_id: str | None = None,
     ) -> None:
         self.started.append((training_run_id, callback_public_key))
 
     async def mark_running(self, tenant_id: UUID, training_run_id: UUID, job_name: str) -> None:
         self.running.append(job_name)
 
-    async def finish_run(self, tenant_id: UUID, training_run_id: UUID, status: str) -> None:
+    async def run_job(self, tenant_id: UUID, training_run_id: UUID) -> str | None:
+        return self.running[-1] if self.running else None
+
+    async def finish_run(
+        self, tenant_id: UUID, training_run_id: UUID, status: str, *, reason: str | None = None
+    ) -> bool:
         self.finished.append(status)
+        return True
+
+    async def finish_run_in(
+        self,
+        conn: object,
+        tenant_id: UUID,
+        training_run_id: UUID,
+        status: str,
+        reason: str | None = None,
+    ) -> bool:
+        return await self.finish_run(tenant_id, training_run_id, status, reason=reason)
 
 
 @dataclass
@@ -104,7 +121,11 @@ class Registry:
         ]
         return found[0] if found else None
 
-    async def register_model(self, tenant_id: UUID, request: RegisterModel) -> RegisteredModel:
+    async def register_model(
+        self, tenant_id: UUID, request: RegisterModel, *, also: InTransaction | None = None
+    ) -> RegisteredModel:
+        if also is not None:
+            await also(None)  # type: ignore[arg-type]  # the stand-in runs has no transaction
         model = RegisteredModel(
             id=uuid4(),
             model_name=request.model_name,
@@ -304,7 +325,7 @@ async def test_registration_closes_the_run_and_registers_once() -> None:
 
     assert again == first
     assert first.artifact_sha256 == "ab" * 32
-    assert world.runs.finished == ["SUCCEEDED", "SUCCEEDED"]
+    assert world.runs.finished == ["SUCCEEDED"]  # with the registration, once
     [(registered, model)] = world.registry.registered
     assert first.model_version_id == model.id
     assert registered.expected_artifact_sha256 == "ab" * 32
