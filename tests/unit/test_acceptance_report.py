@@ -1,5 +1,5 @@
 """The acceptance battery's report and options (the scenarios themselves run in
-`make acceptance`, against the real stack)."""
+`python -m tests.acceptance`, against the real stack)."""
 
 from __future__ import annotations
 
