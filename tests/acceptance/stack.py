@@ -9,9 +9,7 @@ its own buckets, task queues, Redis key prefix and state directory.
 
 from __future__ import annotations
 
-import os
 import secrets
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -25,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from adapters.objectstore import ObjectStore
 from adapters.storage_setup import init_storage
 from db.repository import Database
+from devstack.net import free_port
 from devstack.postgres import PrivatePostgres
 from devstack.redis import PrivateRedis
 from devstack.seaweed import SeaweedS3, generate_credentials
@@ -34,13 +33,6 @@ from tests.integration.services_env import ServicesEnv
 from tests.pg import cloned_database, create_template, drop_database, shared_tempdir
 from tests.s3 import REGION, _distinct_free_ports
 from tests.temporal import dev_server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _reachable(dsn: str) -> bool:
@@ -165,15 +157,3 @@ async def running_stack(root: Path) -> AsyncIterator[Stack]:
         stack.push_async_callback(redis.stop)
         temporal = await stack.enter_async_context(dev_server())
         yield Stack(server_dsn, template, s3, seaweed, temporal, redis, redis.url(record), root)
-
-
-def process_environment(settings: Settings) -> dict[str, str]:
-    """``settings`` as the RAI_* environment of a ``rai`` subprocess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAI_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"RAI_{name.upper()}"] = str(value)
-    return env

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from cli.common import TemporalClientLeaked, run_with_temporal
 from settings import Settings
-from tests.e2e.test_pipeline_chaos import worker_environment
+from tests.environment import rai_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,7 @@ def test_the_client_is_released_before_the_command_returns(
 async def test_pipeline_commands_exit_without_a_crash_report(
     temporal: WorkflowEnvironment,
 ) -> None:
-    env = worker_environment(settings_for(temporal))
+    env = rai_environment(settings_for(temporal))
     tenant = str(uuid.uuid4())
     for _ in range(RUNS):
         for argv in (

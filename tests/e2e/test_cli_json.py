@@ -40,6 +40,7 @@ from services.pipeline import PipelineService
 from services.promotion import enter_canary, promote_challenger
 from settings import Settings, app_dsn_for, with_database
 from tests.e2e.support import REDIS_KEY_PREFIX, worker_settings
+from tests.environment import rai_environment
 from tests.integration.promotion_support import model_in
 from tests.integration.services_env import ServicesEnv
 from tests.pg import cloned_database, drop_database
@@ -53,19 +54,6 @@ COMMAND_TIMEOUT = 240.0  # seconds; a pipeline run with training included
 VISIBILITY_WAIT = 15.0  # seconds Temporal's listings may lag a write
 # Long-running servers, not reports: they take no --json.
 SERVERS = {"worker", "api"}
-
-
-def environment(settings: Settings, **extra: str) -> dict[str, str]:
-    """``settings`` as the RAI_* environment of a ``rai`` process (nothing inherited)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAI_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"RAI_{name.upper()}"] = str(value)
-    env.update(extra)
-    return env
 
 
 @dataclass(frozen=True)
@@ -172,7 +160,7 @@ async def world(
                 services = ServicesEnv(db, store, service_storage, Signer.generate(), dsn)
                 settings = worker_settings(services, dsn, state, temporal)
                 async with running_workers(settings, client=temporal.client):
-                    yield World(settings, environment(settings), services, temporal, state)
+                    yield World(settings, rai_environment(settings), services, temporal, state)
         finally:
             await db.close()
 
@@ -514,7 +502,7 @@ def closed_port() -> int:
 async def test_an_unreachable_service_exits_4(world: World) -> None:
     tenant = str(uuid4())
     port = closed_port()
-    no_postgres = environment(
+    no_postgres = rai_environment(
         world.settings.model_copy(update={"app_database_url": None}),
         RAI_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{port}/rai",
     )
@@ -717,7 +705,7 @@ async def test_the_local_stack_and_the_demo_answer_in_json(
         redis_key_prefix=REDIS_KEY_PREFIX,
         dev_stop_grace_seconds=5,
     ).model_copy(update=ports)
-    env = environment(settings)
+    env = rai_environment(settings)
     try:
         up = await ok(env, "dev", "up")
         assert up["healthy"] is True

@@ -20,7 +20,8 @@ from api.server import ApiConfig, running_api
 from services.drift import DriftAnalysisService, Window
 from services.tokens import create_token
 from tests.e2e.support import worker_settings
-from tests.e2e.test_cli_json import environment, write_csv
+from tests.e2e.test_cli_json import write_csv
+from tests.environment import rai_environment
 from tests.integration.services_env import ServicesEnv
 
 pytestmark = pytest.mark.e2e
@@ -125,7 +126,8 @@ async def test_a_stored_drift_report_renders_from_the_api_and_the_cli(
     process = await asyncio.create_subprocess_exec(
         str(RAI), "drift", "report", str(report.id), "--tenant", str(tenant),
         "--html", str(page), "--json",
-        env=environment(settings), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=rai_environment(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, err.decode()
@@ -158,7 +160,8 @@ async def test_a_tampered_report_is_shown_as_not_verified(
     process = await asyncio.create_subprocess_exec(
         str(RAI), "drift", "report", str(report.id), "--tenant", str(tenant),
         "--html", str(page),
-        env=environment(settings), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=rai_environment(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, err.decode()
@@ -166,7 +169,8 @@ async def test_a_tampered_report_is_shown_as_not_verified(
     assert '<span class="sig-bad">NOT VERIFIED</span>' in page.read_text(encoding="utf-8")
     missing = await asyncio.create_subprocess_exec(
         str(RAI), "drift", "report", str(uuid4()), "--tenant", str(tenant), "--json",
-        env=environment(settings), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=rai_environment(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, err = await asyncio.wait_for(missing.communicate(), 120)
     assert missing.returncode == 3, err.decode()

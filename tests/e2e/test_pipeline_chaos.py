@@ -4,7 +4,6 @@ and starts nothing twice; 50 concurrent starts for one tenant train exactly once
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -17,23 +16,12 @@ from domain.pipeline import PipelineInput, PipelineOutcome, PipelineResult
 from settings import Settings
 from starter import PipelineAlreadyRunning, Started, start_pipeline
 from tests.e2e.support import worker_settings
+from tests.environment import rai_environment
 from tests.integration.services_env import ServicesEnv
 from worker import running_workers
 from workflows.retrain import RetrainingPipeline
 
 pytestmark = pytest.mark.e2e
-
-
-def worker_environment(settings: Settings) -> dict[str, str]:
-    """``settings`` as the RAI_* environment of a `rai worker` process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAI_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"RAI_{name.upper()}"] = str(value)
-    return env
 
 
 async def start_worker(settings: Settings, log: Path) -> asyncio.subprocess.Process:
@@ -44,7 +32,7 @@ async def start_worker(settings: Settings, log: Path) -> asyncio.subprocess.Proc
             "-m",
             "cli.main",
             "worker",
-            env=worker_environment(settings),
+            env=rai_environment(settings),
             stdout=handle,
             stderr=handle,
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from domain.training import TrainingResult
 from settings import Settings
 from starter import start_pipeline
 from tests.e2e.support import worker_settings
+from tests.environment import rai_environment
 from tests.integration.services_env import ServicesEnv
 from tests.k8s_fake import FakeKubernetes
 from worker import running_workers
@@ -132,18 +132,6 @@ def cluster_jobs(cluster: FakeKubernetes) -> list[tuple[str, Any]]:
     ]
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
-    """``settings`` as the RAI_* environment of a `rai worker` process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAI_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"RAI_{name.upper()}"] = str(value)
-    return env
-
-
 async def start_worker(settings: Settings, log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as handle:
         return await asyncio.create_subprocess_exec(
@@ -151,7 +139,7 @@ async def start_worker(settings: Settings, log: Path) -> asyncio.subprocess.Proc
             "-m",
             "cli.main",
             "worker",
-            env=worker_environment(settings),
+            env=rai_environment(settings),
             stdout=handle,
             stderr=handle,
         )

@@ -21,7 +21,7 @@ from domain.pipeline import pipeline_workflow_id
 from settings import Settings
 from starter import start_pipeline
 from tests.e2e.support import worker_settings
-from tests.e2e.test_pipeline_chaos import worker_environment
+from tests.environment import rai_environment
 from tests.integration.services_env import ServicesEnv
 from tests.polling import wait_until
 from worker import running_workers
@@ -62,7 +62,7 @@ async def rai_start_and_wait(settings: Settings, tenant: UUID) -> tuple[dict[str
         str(tenant),
         "--wait",
         "--json",
-        env=worker_environment(settings),
+        env=rai_environment(settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

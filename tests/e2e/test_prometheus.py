@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from adapters.metrics import Metrics
 from api.server import ApiConfig, running_api
+from devstack.net import free_port
 from domain.pipeline import PipelineOutcome, PipelineResult
 from domain.promotion import shadow_evaluation_workflow_id
 from domain.signing import Signer
@@ -55,13 +55,6 @@ CLUSTER_EXPORTER_PANELS = {
 }
 # What the scraped run must make fire.
 FIRING = {"RaiDeadLettersOpen", "RaiPipelineFailed", "RaiDriftPsiAboveThreshold"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def grafana_to_promql(expr: str) -> str:

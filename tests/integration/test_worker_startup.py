@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from devstack.binaries import find_binary
+from devstack.net import free_port
 from devstack.redis import REDIS_HINT, redis_server_argv
 from domain.signing import Signer
 from services.startup import (
@@ -31,12 +31,6 @@ from settings import Settings
 pytestmark = pytest.mark.integration
 
 IMAGE = "registry.example/rai-trainer:1.0"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def kubernetes_settings(tmp_path: Path, **overrides: object) -> Settings:

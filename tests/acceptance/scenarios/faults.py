@@ -30,10 +30,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.binaries import find_binary
+from devstack.net import free_port
 from domain.pipeline import PipelineInput, PipelineResult
 from starter import start_pipeline
 from tests.acceptance.report import ScenarioResult
-from tests.acceptance.stack import Stack, World, free_port
+from tests.acceptance.stack import Stack, World
 from tests.temporal import STARTUP_TIMEOUT
 from worker import running_workers
 from workflows.retrain import RetrainingPipeline

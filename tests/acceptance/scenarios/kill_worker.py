@@ -27,7 +27,8 @@ from db.integrity import verify_chain
 from domain.pipeline import ActivityName, PipelineResult
 from starter import Started, start_pipeline
 from tests.acceptance.report import ScenarioResult
-from tests.acceptance.stack import Stack, World, process_environment
+from tests.acceptance.stack import Stack, World
+from tests.environment import rai_environment
 
 NAME = "2-kill-worker-every-step"
 RESUME_LIMIT = 90.0
@@ -92,7 +93,7 @@ async def start_worker(world: World, log: Path) -> asyncio.subprocess.Process:
             "-m",
             "cli.main",
             "worker",
-            env=process_environment(world.settings),
+            env=rai_environment(world.settings),
             stdout=handle,
             stderr=handle,
         )

@@ -14,7 +14,8 @@ import time
 from typing import Any
 
 from tests.acceptance.report import ScenarioResult
-from tests.acceptance.stack import Stack, World, process_environment
+from tests.acceptance.stack import Stack, World
+from tests.environment import rai_environment
 
 NAME = "7-load"
 P99_LIMIT_MS = 50.0
@@ -37,7 +38,7 @@ async def bench(world: World, seconds: int, rate: int | None) -> dict[str, Any]:
     process = await asyncio.create_subprocess_exec(
         *argv,
         "--json",
-        env=process_environment(world.settings),
+        env=rai_environment(world.settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -27,7 +27,8 @@ from domain.schedules import schedule_id
 from settings import Settings
 from starter import PipelineAlreadyRunning, Started, create_retrain_schedule, start_pipeline
 from tests.acceptance.report import ScenarioResult
-from tests.acceptance.stack import Stack, World, process_environment
+from tests.acceptance.stack import Stack, World
+from tests.environment import rai_environment
 from worker import running_workers
 
 NAME = "5-races"
@@ -51,7 +52,7 @@ async def cli_start(settings: Settings, tenant: UUID) -> str:
         "start",
         "--tenant",
         str(tenant),
-        env=process_environment(settings),
+        env=rai_environment(settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
