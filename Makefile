@@ -1,10 +1,16 @@
-# The commands of the README. Both set themselves up first (scripts/bootstrap.sh).
+# The commands of the README. Each sets itself up first (scripts/bootstrap.sh).
 SHELL := /bin/bash
 VENV := .venv
 # pytest processes for `make test` (pytest-xdist); each starts its own servers (see README).
-TEST_WORKERS ?= auto
+# Two per core: most tests spend most of their time waiting for servers, subprocesses and
+# Temporal, so with one per core the cores sit idle more than half of the run.
+TEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc) )))
 
-.PHONY: demo test bootstrap
+# Options of the acceptance battery (`python -m tests.acceptance --help`); none: every
+# scenario, the load one for the full 600 s.
+ACCEPTANCE_ARGS ?=
+
+.PHONY: demo test acceptance bootstrap
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -18,3 +24,6 @@ test: bootstrap
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
+
+acceptance: bootstrap
+	$(VENV)/bin/python -m tests.acceptance $(ACCEPTANCE_ARGS)

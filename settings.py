@@ -19,6 +19,9 @@ from domain.pipeline import DRIFT_QUEUE, TRAINING_QUEUE
 
 APP_ROLE = "rai_app"
 OWNER_ROLE = "rai_owner"
+# The login of the worker's metrics collector: it may call the rai.metrics_* aggregate
+# functions and nothing else (no table, no CREATE), so rai_app cannot learn other tenants.
+METRICS_ROLE = "rai_metrics"
 
 # A Kubernetes resource quantity as the trainer's requests and limits use it ("500m", "2",
 # "8Gi"); the API server is the judge of the rest.
@@ -37,10 +40,14 @@ class Settings(BaseSettings):
 
     # PostgreSQL. ``database_url`` is an administrative login (a superuser, or a role that may
     # create roles and databases): ``rai db migrate`` uses it. Services never do: they connect
-    # as ``rai_app`` through ``app_database_url``, derived from it unless given.
+    # as ``rai_app`` through ``app_database_url``, derived from it unless given. The worker's
+    # metrics collector reads the cross-tenant gauges as ``rai_metrics`` through
+    # ``metrics_database_url``, derived the same way; ``rai db migrate`` sets both passwords.
     database_url: str = "postgresql://postgres@127.0.0.1:5432/rai"
     app_database_url: str | None = None
     app_db_password: SecretStr | None = None
+    metrics_database_url: str | None = None
+    metrics_db_password: SecretStr | None = None
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Keys of the per-tenant pipeline lease and its fencing counter start with this.
@@ -62,7 +69,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8088
     # Metrics (adapters.metrics): the worker's Prometheus endpoint (``rai worker
-    # --metrics-port``; 0 picks a free port). The database-held gauges are read as rai_app.
+    # --metrics-port``; 0 picks a free port). The database-held gauges are read as rai_metrics.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
     # Ingest limits: a body over api_max_body_bytes is refused (413) before it is parsed, and
@@ -93,6 +100,9 @@ class Settings(BaseSettings):
     # client uses the pod's service account inside a cluster (KUBERNETES_SERVICE_HOST set),
     # otherwise a kubeconfig: ``kubeconfig`` or ~/.kube/config.
     job_runner: Literal["local", "kubernetes"] = "local"
+    # How many local jobs train at once on this machine (the local runner; unset: one per
+    # CPU); later ones wait, PENDING, for a slot.
+    local_job_slots: int | None = Field(default=None, ge=1)
     kubeconfig: Path | None = None
     k8s_namespace: str = "rai-training-jobs"
     # A pod waiting this long on an image pull, on its configuration (a missing Secret) or for
@@ -177,14 +187,30 @@ class Settings(BaseSettings):
             return self.app_database_url
         return app_dsn_for(self.database_url, self.app_db_password)
 
+    def resolved_metrics_database_url(self) -> str:
+        """The DSN of the worker's metrics collector: ``metrics_database_url``, or
+        ``database_url`` logged in as rai_metrics."""
+        if self.metrics_database_url:
+            return self.metrics_database_url
+        return metrics_dsn_for(self.database_url, self.metrics_db_password)
+
 
 def app_dsn_for(admin_dsn: str, password: SecretStr | None = None) -> str:
     """The same server and database as ``admin_dsn``, logged in as ``rai_app``."""
+    return _dsn_as(APP_ROLE, admin_dsn, password)
+
+
+def metrics_dsn_for(admin_dsn: str, password: SecretStr | None = None) -> str:
+    """The same server and database as ``admin_dsn``, logged in as ``rai_metrics``."""
+    return _dsn_as(METRICS_ROLE, admin_dsn, password)
+
+
+def _dsn_as(role: str, admin_dsn: str, password: SecretStr | None) -> str:
     parts = urlsplit(admin_dsn)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = APP_ROLE
+    netloc = role
     if password is not None:
         netloc += ":" + quote(password.get_secret_value(), safe="")
     netloc += "@" + host

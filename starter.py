@@ -73,6 +73,7 @@ from domain.pipeline import (
 )
 from domain.promotion import (
     APPROVE_UPDATE,
+    DEFAULT_CANARY_DWELL,
     DEFAULT_CHECK_INTERVAL,
     Approval,
     EvaluationInput,
@@ -234,7 +235,10 @@ async def start_pipeline(
     reference_season: str | None = None,
     current_season: str | None = None,
     training_heartbeat_seconds: float = 10.0,
+    canary_dwell: timedelta | None = None,
 ) -> Started:
+    """Start the tenant's pipeline; ``canary_dwell`` is passed to the shadow evaluation it
+    starts (None: the evaluation's default)."""
     workflow_id = pipeline_workflow_id(tenant_id)
     try:
         with _calling(client):
@@ -247,6 +251,9 @@ async def start_pipeline(
                     current_season=current_season,
                     drift_task_queue=settings.drift_task_queue,
                     training_heartbeat_seconds=training_heartbeat_seconds,
+                    canary_dwell_seconds=(
+                        None if canary_dwell is None else canary_dwell.total_seconds()
+                    ),
                 ),
                 id=workflow_id,
                 task_queue=settings.training_task_queue,
@@ -360,6 +367,7 @@ async def start_shadow_evaluation(
     model_version_id: UUID,
     *,
     check_interval: timedelta = DEFAULT_CHECK_INTERVAL,
+    canary_dwell: timedelta = DEFAULT_CANARY_DWELL,
 ) -> EvaluationStarted:
     workflow_id = shadow_evaluation_workflow_id(model_version_id)
     try:
@@ -370,6 +378,7 @@ async def start_shadow_evaluation(
                     tenant_id=tenant_id,
                     model_version_id=model_version_id,
                     check_interval=check_interval,
+                    canary_dwell=canary_dwell,
                 ),
                 id=workflow_id,
                 task_queue=settings.training_task_queue,

@@ -161,13 +161,14 @@ async def worker_metrics(
     settings: Settings, metrics: Metrics, *, port: int
 ) -> AsyncIterator[tuple[Client, str]]:
     """A Temporal client whose runtime exports the SDK's metrics, and the worker's metrics
-    endpoint serving them with ``metrics`` and the database-held gauges; yields both (the
+    endpoint serving them with ``metrics`` and the database-held gauges (read as rai_metrics,
+    tenant names included: the endpoint is for scrapers inside the cluster); yields both (the
     endpoint as its URL)."""
     sdk_port = _free_loopback_port()
     client = await connect_temporal(settings, runtime=prometheus_runtime(f"127.0.0.1:{sdk_port}"))
     async with serving_metrics(
         metrics,
-        DatabaseState(settings.resolved_app_database_url()),
+        DatabaseState(settings.resolved_metrics_database_url()),
         host=settings.worker_metrics_host,
         port=port,
         temporal_url=f"http://127.0.0.1:{sdk_port}/metrics",

@@ -2,7 +2,9 @@
 
 Built once by the worker with its services (STYLE: activities are methods of classes that get
 their clients in ``__init__``). An activity unpacks its input, calls the service, heartbeats
-where it waits, and maps failures with :func:`step_failures`; the decisions are the services'.
+while it runs (every step, short ones included: the pipeline gives each a heartbeat timeout, so
+a worker killed in any of them costs seconds), and maps failures with :func:`step_failures`; the
+decisions are the services'.
 """
 
 from __future__ import annotations
@@ -86,23 +88,28 @@ class PipelineActivities:
 
     @activity.defn(name=ActivityName.ACQUIRE_LOCK)
     async def acquire_lock(self, request: LockRequest) -> LockResult:
-        with step_failures():
-            return LockResult(lease=await self._leases.acquire(request.tenant_id, request.holder))
+        async with heartbeating():
+            with step_failures():
+                lease = await self._leases.acquire(request.tenant_id, request.holder)
+                return LockResult(lease=lease)
 
     @activity.defn(name=ActivityName.RENEW_LOCK)
     async def renew_lock(self, lease: LeaseInfo) -> bool:
-        with step_failures():
-            return await self._leases.renew(lease)
+        async with heartbeating():
+            with step_failures():
+                return await self._leases.renew(lease)
 
     @activity.defn(name=ActivityName.RELEASE_LOCK)
     async def release_lock(self, lease: LeaseInfo) -> None:
-        with step_failures():
-            await self._leases.release(lease)
+        async with heartbeating():
+            with step_failures():
+                await self._leases.release(lease)
 
     @activity.defn(name=ActivityName.CHECK_PRECONDITIONS)
     async def check_preconditions(self, request: PreconditionsInput) -> PreconditionsResult:
-        with step_failures():
-            return await self._pipeline.preconditions(request.tenant_id, request.now)
+        async with heartbeating():
+            with step_failures():
+                return await self._pipeline.preconditions(request.tenant_id, request.now)
 
     @activity.defn(name=ActivityName.ANALYZE_DRIFT)
     async def analyze_drift(self, request: DriftInput) -> DriftOutput:
@@ -141,10 +148,11 @@ class PipelineActivities:
 
     @activity.defn(name=ActivityName.CANCEL_TRAINING)
     async def cancel_training(self, request: CancelTrainingInput) -> None:
-        with step_failures():
-            await self._training.cancel(
-                request.tenant_id, request.training_run_id, reason=request.reason
-            )
+        async with heartbeating():
+            with step_failures():
+                await self._training.cancel(
+                    request.tenant_id, request.training_run_id, reason=request.reason
+                )
 
     @activity.defn(name=ActivityName.REGISTER_MODEL)
     async def register_model(self, request: RegisterInput) -> RegisterOutput:
@@ -162,32 +170,36 @@ class PipelineActivities:
 
     @activity.defn(name=ActivityName.PROMOTE_TO_SHADOW)
     async def promote_to_shadow(self, request: PromoteInput) -> None:
-        with step_failures():
-            await self._registry.promote_to_shadow_or_reject(
-                request.tenant_id, request.model_version_id, reason="retraining pipeline"
-            )
+        async with heartbeating():
+            with step_failures():
+                await self._registry.promote_to_shadow_or_reject(
+                    request.tenant_id, request.model_version_id, reason="retraining pipeline"
+                )
 
     @activity.defn(name=ActivityName.DEAD_LETTER)
     async def dead_letter(self, request: DeadLetterInput) -> DeadLetterOutput:
-        with step_failures():
-            letter = await self._pipeline.dead_letter(
-                request.tenant_id,
-                workflow_id=request.workflow_id,
-                error=request.error,
-                attempts=request.attempts,
-                training_run_id=request.training_run_id,
-            )
+        async with heartbeating():
+            with step_failures():
+                letter = await self._pipeline.dead_letter(
+                    request.tenant_id,
+                    workflow_id=request.workflow_id,
+                    error=request.error,
+                    attempts=request.attempts,
+                    training_run_id=request.training_run_id,
+                )
         return DeadLetterOutput(dead_letter_id=letter)
 
     @activity.defn(name=ActivityName.RECORD_OUTCOME)
     async def record_outcome(self, request: OutcomeInput) -> None:
-        with step_failures():
-            run_id = activity.info().workflow_run_id
-            if run_id is None:  # the outcome is recorded once per workflow run
-                raise ValueError("record_pipeline_outcome runs only inside a workflow run")
-            await self._pipeline.record_outcome(request.workflow_id, run_id, request.result)
+        async with heartbeating():
+            with step_failures():
+                run_id = activity.info().workflow_run_id
+                if run_id is None:  # the outcome is recorded once per workflow run
+                    raise ValueError("record_pipeline_outcome runs only inside a workflow run")
+                await self._pipeline.record_outcome(request.workflow_id, run_id, request.result)
 
     @activity.defn(name=ActivityName.CHECKPOINT_CHAIN)
     async def checkpoint_chain(self, request: CheckpointInput) -> None:
-        with step_failures():
-            await self._checkpoints.checkpoint(request.tenant_id)
+        async with heartbeating():
+            with step_failures():
+                await self._checkpoints.checkpoint(request.tenant_id)

@@ -24,4 +24,4 @@ async def open_job_runner(settings: Settings) -> AsyncIterator[JobRunner]:
         async with open_kubernetes_job_runner(settings) as runner:
             yield runner
         return
-    yield LocalJobRunner(settings.state_dir)
+    yield LocalJobRunner(settings.state_dir, slots=settings.local_job_slots)

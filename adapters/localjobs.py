@@ -21,7 +21,12 @@ Each job lives in ``<state_dir>/jobs/<name>/``:
 ``result.json``   the trainer's ``--result-file``, written atomically by the trainer.
 ``exit_code``     the trainer's exit status, written (atomically) by the wrapper.
 ``cancelled``     ``cancel`` was asked before the job had a result.
+``queued``        present while the job waits for a slot (below): it is PENDING meanwhile.
 
+``<state_dir>/job-slots/slot-<i>`` are the machine's training slots (``slots``, by default one
+per CPU): a job trains only while it holds an ``flock`` on one of them, so the jobs of every
+worker sharing the state directory never overload the machine (a hundred tenants drifting at
+once queue for the slots instead of starving the worker of CPU until its heartbeats time out),
 and ``<state_dir>/jobs/<name>.lock`` serialises ``launch`` and ``cancel`` of one name across
 tasks and processes (``flock``; the kernel drops it if its holder dies).
 
@@ -82,16 +87,39 @@ LOG_FILE: Final = "job.log"
 RESULT_FILE: Final = "result.json"
 EXIT_CODE_FILE: Final = "exit_code"
 CANCELLED_FILE: Final = "cancelled"
+QUEUED_FILE: Final = "queued"
 LOG_TAIL_LINES: Final = 12
 
 _LOCK_POLL_SECONDS = 0.05
 
-# $1: the job directory (also what identifies this process in /proc/<pid>/cmdline); the rest:
-# the trainer's command line. "wait" returns early when a trapped signal arrives, hence the
-# loop: it ends only once the child has been reaped ("kill -0" fails).
+# $1: the job directory (also what identifies this process in /proc/<pid>/cmdline); $2 the
+# slots directory and $3 how many slots there are; the rest: the trainer's command line.
+# First the wrapper takes a slot: an flock on one of the slot files, held on descriptor 9,
+# which the trainer inherits (so the slot stays taken while the trainer lives, even if the
+# wrapper is killed) and the kernel releases when the last holder exits. While every slot is
+# taken it waits, with a "queued" marker in the job directory, and a SIGTERM (``cancel``) ends
+# the wait with exit status 143. Then it runs the trainer; "wait" returns early when a trapped
+# signal arrives, hence the loop: it ends only once the child has been reaped ("kill -0" fails).
 _WRAPPER = """\
-dir=$1; shift
+dir=$1; slots=$2; count=$3; shift 3
 echo $$ >"$dir/wrapper.pid"
+record() { echo "$1" >"$dir/exit_code.tmp" && mv -f "$dir/exit_code.tmp" "$dir/exit_code"; }
+trap 'rm -f "$dir/queued"; record 143; exit 143' TERM INT HUP
+held=
+while [ -z "$held" ]; do
+    i=0
+    while [ "$i" -lt "$count" ]; do
+        exec 9>>"$slots/slot-$i"
+        if flock -n 9; then held=$i; break; fi
+        i=$((i + 1))
+    done
+    if [ -z "$held" ]; then
+        [ -e "$dir/queued" ] || : >"$dir/queued"
+        sleep 1 &
+        wait $!
+    fi
+done
+rm -f "$dir/queued"
 trap ':' TERM INT HUP
 "$@" &
 child=$!
@@ -100,7 +128,7 @@ while :; do
     code=$?
     kill -0 "$child" 2>/dev/null || break
 done
-echo "$code" >"$dir/exit_code.tmp" && mv -f "$dir/exit_code.tmp" "$dir/exit_code"
+record "$code"
 """
 
 
@@ -186,9 +214,11 @@ class LocalJobRunner:
     """Jobs as detached processes under ``state_dir`` (see the module docstring).
 
     ``env`` is the base environment of every job (default: this process' environment); a
-    spec's ``env`` is added on top. ``stop_grace`` is how long ``cancel`` waits after SIGTERM
-    before SIGKILL; ``lock_timeout`` how long ``launch``/``cancel`` wait for another launcher
-    holding the same name.
+    spec's ``env`` is added on top. ``slots`` is how many jobs may train at once under this
+    ``state_dir`` (default: the number of CPUs), whichever process launched them; a job
+    launched while all are taken is PENDING until one frees, as a pod waits for a node.
+    ``stop_grace`` is how long ``cancel`` waits after SIGTERM before SIGKILL; ``lock_timeout``
+    how long ``launch``/``cancel`` wait for another launcher holding the same name.
     """
 
     def __init__(
@@ -199,8 +229,13 @@ class LocalJobRunner:
         env: Mapping[str, str] | None = None,
         stop_grace: float = 10.0,
         lock_timeout: float = 30.0,
+        slots: int | None = None,
     ) -> None:
+        if slots is not None and slots < 1:
+            raise ValueError(f"a local job runner needs at least one slot, not {slots}")
         self.jobs_dir = state_dir.resolve() / "jobs"
+        self.slots_dir = state_dir.resolve() / "job-slots"
+        self.slots = slots if slots is not None else (os.cpu_count() or 1)
         self.python = python
         self._env = dict(env) if env is not None else None
         self._stop_grace = stop_grace
@@ -229,8 +264,18 @@ class LocalJobRunner:
             await asyncio.to_thread(self._write_spec, directory, spec)
             trainer = [self.python, *spec.argv, RESULT_FILE_OPTION, str(directory / RESULT_FILE)]
             try:
+                await asyncio.to_thread(self.slots_dir.mkdir, parents=True, exist_ok=True)
                 record = await spawn_detached(
-                    ["/bin/sh", "-c", _WRAPPER, "rai-job", str(directory), *trainer],
+                    [
+                        "/bin/sh",
+                        "-c",
+                        _WRAPPER,
+                        "rai-job",
+                        str(directory),
+                        str(self.slots_dir),
+                        str(self.slots),
+                        *trainer,
+                    ],
                     log=directory / LOG_FILE,
                     cwd=directory,
                     env={
@@ -302,6 +347,10 @@ class LocalJobRunner:
                 detail += " (the process is still finishing, e.g. sending its callback)"
             state = JobState.SUCCEEDED if succeeded else JobState.FAILED
             return JobStatus(name, state, detail, result, code)
+        if alive and (directory / QUEUED_FILE).exists():
+            return JobStatus(
+                name, JobState.PENDING, f"waiting for one of the {self.slots} local job slots"
+            )
         if alive and record is not None:
             since = record.started_at.isoformat(timespec="seconds")
             return JobStatus(name, JobState.RUNNING, f"running as pid {record.pid} since {since}")

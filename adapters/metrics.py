@@ -9,9 +9,11 @@ feature name), ``outcome``/``verdict``/``phase``/``result``/``queue`` (closed vo
 Run ids, model version ids and field ids are never labels.
 
 Values that live in the database (open dead letters, retraining cooldowns, active training
-runs) are not counted from in-process events: :class:`DatabaseState` reads them when the
-endpoint is scraped (at most every ``max_age`` seconds), so they are right after a restart. It
-reads them as ``rai_app``, through narrow aggregate functions (no privileged login).
+runs, tenant names) are not counted from in-process events: :class:`DatabaseState` reads them
+when the worker's endpoint is scraped (at most every ``max_age`` seconds), so they are right
+after a restart. It reads them as ``rai_metrics``, through narrow aggregate functions (no
+privileged login). Only the worker exports them: the API's public ``/metrics`` carries its own
+process's metrics alone, so no tenant's name ever reaches it.
 
 Several API processes (``PROMETHEUS_MULTIPROC_DIR`` set, prometheus-client's multiprocess
 mode): counters and histograms are written to per-process files and summed at scrape time by
@@ -48,6 +50,7 @@ from prometheus_client.registry import Collector
 
 from domain.pipeline import DEAD_LETTER_QUEUE
 from domain.policies import ROLLBACK_COOLDOWN
+from settings import METRICS_ROLE
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,8 @@ LEASE_BUCKETS: Final = (
     14400.0,
 )  # fmt: skip
 ACTIVE_RUN_STATUSES: Final = ("QUEUED", "RUNNING")
+COOLDOWN_METRIC: Final = "rai_retrain_cooldown_active"
+COOLDOWN_HELP: Final = "1 while the tenant's 7-day retraining cooldown after a rollback runs"
 
 
 class Metrics:
@@ -244,12 +249,13 @@ class DatabaseSnapshot:
 class DatabaseState(Collector):
     """Gauges read from the database at scrape time (cached for ``max_age`` seconds).
 
-    ``dsn`` is the services' own ``rai_app`` login. It sees one tenant at a time (row-level
-    security) and these gauges span every tenant, so they come from the ``rai.metrics_*``
-    functions (migration 0010): SECURITY DEFINER, aggregates only (counts, flags, ages, tenant
-    names), EXECUTE granted to rai_app alone. They are read in one READ ONLY transaction over a
-    short-lived connection that is never the services' pool. A failed read exports
-    ``rai_metrics_database_up 0`` and none of the gauges (never stale or invented values).
+    ``dsn`` is the ``rai_metrics`` login (``Settings.resolved_metrics_database_url``). These
+    gauges span every tenant, so they come from the ``rai.metrics_*`` functions (migrations 0010
+    and 0011): SECURITY DEFINER, aggregates only (counts, flags, ages, tenant names), EXECUTE
+    granted to rai_metrics alone, which may read no table itself. They are read in one READ
+    ONLY transaction over a short-lived connection. A login that is not rai_metrics, or is a
+    superuser or BYPASSRLS, is refused like a failed read: ``rai_metrics_database_up 0`` and
+    none of the gauges (never stale or invented values).
     """
 
     def __init__(self, dsn: str, *, max_age: float = 5.0, timeout: float = 5.0) -> None:
@@ -267,7 +273,13 @@ class DatabaseState(Collector):
             try:
                 async with asyncio.timeout(self._timeout):
                     self._snapshot = await self._read()
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                UnsafeMetricsRoleError,
+            ) as exc:
                 log.warning("metrics: cannot read the database: %s: %s", type(exc).__name__, exc)
                 self._snapshot = None
             self._read_at = time.monotonic()
@@ -276,6 +288,21 @@ class DatabaseState(Collector):
         conn = await asyncpg.connect(self._dsn)
         try:
             async with conn.transaction(readonly=True):
+                role = await conn.fetchrow(
+                    "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles"
+                    " WHERE rolname = current_user"
+                )
+                if (
+                    role is None
+                    or role["rolname"] != METRICS_ROLE
+                    or role["rolsuper"]
+                    or role["rolbypassrls"]
+                ):
+                    name = "?" if role is None else role["rolname"]
+                    raise UnsafeMetricsRoleError(
+                        f"the metrics collector must log in as {METRICS_ROLE} (NOSUPERUSER,"
+                        f" NOBYPASSRLS), not as {name}; set RAI_METRICS_DATABASE_URL"
+                    )
                 now: datetime = await conn.fetchval("SELECT now()")
                 tenants = await conn.fetch(
                     "SELECT tenant_id::text AS id, name FROM rai.metrics_tenants()"
@@ -324,6 +351,10 @@ class DatabaseState(Collector):
         yield from _families(snapshot)
 
 
+class UnsafeMetricsRoleError(Exception):
+    """The metrics collector's login is not the unprivileged rai_metrics role."""
+
+
 def _families(snapshot: DatabaseSnapshot) -> Iterator[Metric]:
     letters = GaugeMetricFamily(
         "rai_dead_letters_open", "Unresolved dead letters, by queue", labels=["queue"]
@@ -331,11 +362,7 @@ def _families(snapshot: DatabaseSnapshot) -> Iterator[Metric]:
     for queue, count in sorted(snapshot.dead_letters_open.items()):
         letters.add_metric([queue], count)
     yield letters
-    cooldown = GaugeMetricFamily(
-        "rai_retrain_cooldown_active",
-        "1 while the tenant's 7-day retraining cooldown after a rollback runs",
-        labels=["tenant"],
-    )
+    cooldown = GaugeMetricFamily(COOLDOWN_METRIC, COOLDOWN_HELP, labels=["tenant"])
     for tenant, active in sorted(snapshot.cooldowns.items()):
         cooldown.add_metric([tenant], 1.0 if active else 0.0)
     yield cooldown
@@ -393,7 +420,12 @@ class _Declarations(Collector):
 
 def process_exposition(metrics: Metrics, state: DatabaseState | None) -> bytes:
     """The text exposition of this process's metrics (all processes' in multiprocess mode)
-    followed by the database-held gauges."""
+    followed by the database-held gauges (the worker's).
+
+    Without them (``state`` None: the API, whose port answers anyone), the seed's cooldown
+    gauge is only declared, HELP and TYPE with no samples, like every other metric a process
+    does not record: each endpoint names the seed's four, and the values (with the other
+    database-held gauges and the tenant names) come from the worker alone."""
     if multiprocess_dir() is not None:
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
@@ -414,11 +446,12 @@ def process_exposition(metrics: Metrics, state: DatabaseState | None) -> bytes:
         body += generate_latest(declared)
     else:
         body = generate_latest(metrics.registry)
+    extra = CollectorRegistry()
     if state is not None:
-        extra = CollectorRegistry()
         extra.register(state)
-        body += generate_latest(extra)
-    return body
+    else:
+        extra.register(_Declarations([Metric(COOLDOWN_METRIC, COOLDOWN_HELP, "gauge")]))
+    return body + generate_latest(extra)
 
 
 @asynccontextmanager

@@ -31,7 +31,7 @@ import asyncpg
 from fastapi import FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from adapters.metrics import CONTENT_TYPE, DatabaseState, Metrics, process_exposition
+from adapters.metrics import CONTENT_TYPE, Metrics, process_exposition
 from adapters.objectstore import ObjectStoreUnavailableError
 from api.ingest import IngestLimits, authorized_tenant, batch_events, read_json_body, single_event
 from api.models import (
@@ -89,8 +89,6 @@ class ApiDependencies:
     callbacks: CallbackHandler
     events: LearningEventService
     metrics: Metrics = field(default_factory=Metrics)
-    # The database-held gauges (open dead letters, cooldowns); None: not exported.
-    state: DatabaseState | None = None
     # Stored drift reports as pages; None: no object store or trusted platform key configured.
     drift_reports: DriftReportReader | None = None
     limits: IngestLimits = field(default_factory=IngestLimits)
@@ -180,10 +178,9 @@ def create_app(deps: ApiDependencies) -> FastAPI:
     @app.get("/metrics", tags=["health"], response_class=Response)
     async def metrics() -> Response:
         """Prometheus' text format: ingest and the other metrics of this process (of every API
-        process in prometheus-client's multiprocess mode), and the database-held gauges."""
-        if deps.state is not None:
-            await deps.state.refresh()
-        return Response(process_exposition(deps.metrics, deps.state), media_type=CONTENT_TYPE)
+        process in prometheus-client's multiprocess mode). Unauthenticated, so nothing but
+        tenant ids: the database-held gauges (tenant names among them) are the worker's."""
+        return Response(process_exposition(deps.metrics, None), media_type=CONTENT_TYPE)
 
     @app.post(
         "/v1/tenants/{tenant_id}/events",

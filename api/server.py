@@ -32,8 +32,9 @@ import uvloop
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from adapters.metrics import DatabaseState, Metrics
+from adapters.metrics import Metrics
 from adapters.objectstore import ObjectStore, ObjectStoreConfigError
+from adapters.processes import freeze_start_up_heap
 from api.app import ApiDependencies, create_app
 from api.ingest import IngestLimits
 from db.repository import Database, UnsafeDatabaseRoleError
@@ -114,7 +115,6 @@ async def api_dependencies(
             callbacks=CallbackHandler(db, TemporalSignaller(client)),
             events=events,
             metrics=metrics,
-            state=DatabaseState(settings.resolved_app_database_url()),
             drift_reports=reports,
             limits=IngestLimits(
                 max_body_bytes=settings.api_max_body_bytes,
@@ -191,7 +191,8 @@ async def run_api(settings: Settings, config: ApiConfig, *, announce: bool = Tru
         loop.add_signal_handler(signum, stop.set)
     try:
         async with running_api(settings, config) as url:
-            log.info("API serving at %s", url)
+            frozen = freeze_start_up_heap()
+            log.info("API serving at %s (%d start-up objects frozen)", url, frozen)
             if announce:
                 _announce(url)
             await stop.wait()
@@ -243,6 +244,7 @@ def _worker_main(settings: Settings, config: ApiConfig, ready: Any, parent: int)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         async with running_api(settings, config):
+            freeze_start_up_heap()
             ready.release()
             await stop.wait()
 

@@ -73,9 +73,13 @@ async def open_app_database(settings: Settings) -> Database:
 
 async def migrate_database(admin_dsn: str, settings: Settings) -> MigrationReport:
     """``rai db migrate``'s work; ServiceUnavailable if Postgres cannot be reached."""
-    password = settings.app_db_password.get_secret_value() if settings.app_db_password else None
+    app, metrics = settings.app_db_password, settings.metrics_db_password
     try:
-        return await migrate(admin_dsn, app_password=password)
+        return await migrate(
+            admin_dsn,
+            app_password=app.get_secret_value() if app else None,
+            metrics_password=metrics.get_secret_value() if metrics else None,
+        )
     except MigrationError as exc:
         # A failed connection is the one MigrationError caused by a socket or server error.
         if isinstance(exc.__cause__, OSError | asyncpg.PostgresError):

@@ -38,7 +38,7 @@ from services.keys import (
 )
 from services.tokens import create_token
 from services.verify import ProvenanceVerifier
-from settings import Settings, app_dsn_for, redacted_dsn
+from settings import Settings, app_dsn_for, metrics_dsn_for, redacted_dsn
 
 DEMO_TENANT = "demo farm"
 REFERENCE_SEASON = "2025"
@@ -205,6 +205,9 @@ async def _bring_up(settings: Settings, progress: Progress) -> _Stack:
         update={
             "database_url": info.database_url,
             "app_database_url": app_dsn_for(info.database_url, settings.app_db_password),
+            "metrics_database_url": metrics_dsn_for(
+                info.database_url, settings.metrics_db_password
+            ),
             "redis_url": info.redis_url,
             "temporal_address": info.temporal_address,
             "temporal_ui_url": info.temporal_ui_url,

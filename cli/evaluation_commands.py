@@ -11,7 +11,7 @@ from typing import Any
 from cli.common import app_database, parse_model_id, parse_tenant, temporal
 from cli.errors import CommandError, NotFound
 from cli.output import add_json_flag, print_json
-from domain.promotion import DEFAULT_CHECK_INTERVAL, EvaluationProgress
+from domain.promotion import DEFAULT_CANARY_DWELL, DEFAULT_CHECK_INTERVAL, EvaluationProgress
 from domain.schedules import IntervalError, format_interval, parse_interval
 from services.promotion import list_model_versions
 from settings import Settings
@@ -43,6 +43,13 @@ def register(groups: Any) -> None:
         metavar="INTERVAL",
         help="how often to read new paired outcomes (default: %(default)s)",
     )
+    p.add_argument(
+        "--canary-dwell",
+        default=format_interval(DEFAULT_CANARY_DWELL),
+        metavar="INTERVAL",
+        help="how long the version stays in CANARY, under its own SPRT, before PRODUCTION"
+        " (default: %(default)s)",
+    )
     add_json_flag(p)
     p.set_defaults(handler=run_start)
     p = commands.add_parser(
@@ -72,6 +79,10 @@ def run_start(args: argparse.Namespace, settings: Settings) -> int:
         every: timedelta = parse_interval(args.check_every)
     except IntervalError as exc:
         raise CommandError(f"--check-every: {exc}") from exc
+    try:
+        dwell: timedelta = parse_interval(args.canary_dwell)
+    except IntervalError as exc:
+        raise CommandError(f"--canary-dwell: {exc}") from exc
 
     async def start() -> EvaluationStarted:
         async with app_database(settings) as db:
@@ -80,7 +91,12 @@ def run_start(args: argparse.Namespace, settings: Settings) -> int:
             raise NotFound(f"tenant {args.tenant} has no model version {args.model_version}")
         async with temporal(settings) as client:
             return await start_shadow_evaluation(
-                client, settings, args.tenant, args.model_version, check_interval=every
+                client,
+                settings,
+                args.tenant,
+                args.model_version,
+                check_interval=every,
+                canary_dwell=dwell,
             )
 
     started = asyncio.run(start())
@@ -90,12 +106,14 @@ def run_start(args: argparse.Namespace, settings: Settings) -> int:
                 "workflow_id": started.workflow_id,
                 "run_id": started.run_id,
                 "check_every": format_interval(every),
+                "canary_dwell": format_interval(dwell),
                 "ui_link": started.ui_link,
             }
         )
         return 0
     print(f"workflow       {started.workflow_id} (run {started.run_id})")
     print(f"checks         every {format_interval(every)}")
+    print(f"canary dwell   {format_interval(dwell)}")
     print(f"temporal ui    {started.ui_link}")
     return 0
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from cli.common import app_database, object_store, parse_tenant, run_with_temporal, temporal
-from cli.errors import ServiceUnavailable
+from cli.errors import CommandError, ServiceUnavailable
 from cli.output import add_json_flag, print_json
 from domain.pipeline import PipelineOutcome, PipelineResult
+from domain.promotion import DEFAULT_CANARY_DWELL
+from domain.schedules import IntervalError, format_interval, parse_interval
 from settings import Settings
 from starter import (
     PipelineStatus,
@@ -34,6 +37,12 @@ def register(groups: Any) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
     p.add_argument("--reference-season", help="default: the second most recent season")
     p.add_argument("--current-season", help="default: the most recent season")
+    p.add_argument(
+        "--canary-dwell",
+        metavar="INTERVAL",
+        help="how long the new version stays in CANARY, once approved, before PRODUCTION"
+        f" (default: the evaluation's, {format_interval(DEFAULT_CANARY_DWELL)})",
+    )
     add_json_flag(p)
     p.set_defaults(handler=run_start)
     p = commands.add_parser(
@@ -90,6 +99,13 @@ def print_result(result: PipelineResult) -> None:
 
 
 def run_start(args: argparse.Namespace, settings: Settings) -> int:
+    dwell: timedelta | None = None
+    if args.canary_dwell is not None:
+        try:
+            dwell = parse_interval(args.canary_dwell)
+        except IntervalError as exc:
+            raise CommandError(f"--canary-dwell: {exc}") from exc
+
     async def start(client: Client) -> tuple[str, str, str, PipelineResult | None]:
         started = await start_pipeline(
             client,
@@ -97,6 +113,7 @@ def run_start(args: argparse.Namespace, settings: Settings) -> int:
             args.tenant,
             reference_season=args.reference_season,
             current_season=args.current_season,
+            canary_dwell=dwell,
         )
         if not args.json:
             print(f"workflow       {started.workflow_id} (run {started.run_id})")

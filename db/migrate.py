@@ -1,6 +1,6 @@
 """Versioned, idempotent migrations.
 
-``rai db migrate`` connects with an administrative login, makes sure the two roles and the
+``rai db migrate`` connects with an administrative login, makes sure the three roles and the
 database exist, then, as ``rai_owner`` and in one transaction:
 
 - a new database (nothing recorded in ``rai.schema_migrations``) gets the current schema,
@@ -18,7 +18,9 @@ same way as a checkout.
 
 ``rai_owner`` is NOLOGIN: nobody holds its credentials; the administrator becomes it with
 ``SET ROLE`` only while migrating. ``rai_app`` is the only login services use: NOSUPERUSER,
-NOBYPASSRLS, owning nothing.
+NOBYPASSRLS, owning nothing. ``rai_metrics`` is the worker's metrics collector's login, just as
+unprivileged: it may call the ``rai.metrics_*`` aggregate functions (migration 0011) and read
+nothing else.
 """
 
 from __future__ import annotations
@@ -31,12 +33,23 @@ from importlib import resources
 
 import asyncpg
 
-from settings import APP_ROLE, OWNER_ROLE, database_name, redacted_dsn, with_database
+from settings import (
+    APP_ROLE,
+    METRICS_ROLE,
+    OWNER_ROLE,
+    database_name,
+    redacted_dsn,
+    with_database,
+)
 
 log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same for every migrator of a database.
 _MIGRATION_LOCK_KEY = 0x5241_4944_4D49_4752  # "RAIDMIGR"
+# Roles belong to the whole cluster: migrators of different databases alter the same two roles,
+# and Postgres refuses concurrent ALTER ROLEs of one role ("tuple concurrently updated").
+# Taken on the maintenance database, which every migrator of a cluster connects to.
+_ROLES_LOCK_KEY = 0x5241_4944_524F_4C45  # "RAIDROLE"
 
 
 def _read(files: tuple[str, ...]) -> str:
@@ -70,6 +83,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "per-tenant api tokens", ("migrations/0008_api_tokens.sql",)),
     Migration(9, "per-tenant locks", ("migrations/0009_tenant_locks.sql",)),
     Migration(10, "metrics functions for rai_app", ("migrations/0010_metrics_functions.sql",)),
+    Migration(11, "metrics functions for rai_metrics only", ("migrations/0011_metrics_role.sql",)),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -89,10 +103,15 @@ class MigrationReport:
 
 
 async def migrate(
-    admin_dsn: str, app_password: str | None = None, *, target: int = LATEST
+    admin_dsn: str,
+    app_password: str | None = None,
+    *,
+    metrics_password: str | None = None,
+    target: int = LATEST,
 ) -> MigrationReport:
     """Bring the database named in ``admin_dsn`` to version ``target`` (the latest unless
-    told otherwise). Safe to run again; never goes back.
+    told otherwise). Safe to run again; never goes back. ``app_password`` and
+    ``metrics_password``, when given, become the passwords of ``rai_app`` and ``rai_metrics``.
 
     A new database brought to an older ``target`` replays the migrations up to it instead of
     loading the current schema: that is how tests make a database of an earlier release.
@@ -103,7 +122,11 @@ async def migrate(
     database = database_name(admin_dsn)
     maintenance = await _connect(with_database(admin_dsn, "postgres"))
     try:
-        await _ensure_roles(maintenance, app_password)
+        await maintenance.execute("SELECT pg_advisory_lock($1)", _ROLES_LOCK_KEY)
+        try:
+            await _ensure_roles(maintenance, app_password, metrics_password)
+        finally:
+            await maintenance.execute("SELECT pg_advisory_unlock($1)", _ROLES_LOCK_KEY)
         await _ensure_database(maintenance, database)
     finally:
         await maintenance.close()
@@ -170,10 +193,13 @@ async def _connect(dsn: str) -> asyncpg.Connection:
         raise MigrationError(f"cannot connect to {redacted_dsn(dsn)}: {exc}") from exc
 
 
-async def _ensure_roles(conn: asyncpg.Connection, app_password: str | None) -> None:
+async def _ensure_roles(
+    conn: asyncpg.Connection, app_password: str | None, metrics_password: str | None
+) -> None:
     for role, attributes in (
         (OWNER_ROLE, "NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"),
         (APP_ROLE, "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT"),
+        (METRICS_ROLE, "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT"),
     ):
         exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
         if not exists:
@@ -181,10 +207,11 @@ async def _ensure_roles(conn: asyncpg.Connection, app_password: str | None) -> N
             with suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
                 await conn.execute(f"CREATE ROLE {role}")
         await conn.execute(f"ALTER ROLE {role} {attributes}")
-    if app_password is not None:
-        # ALTER ROLE takes no bind parameters; quote the literal the way the server does.
-        literal = await conn.fetchval("SELECT quote_literal($1)", app_password)
-        await conn.execute(f"ALTER ROLE {APP_ROLE} PASSWORD {literal}")
+    for role, password in ((APP_ROLE, app_password), (METRICS_ROLE, metrics_password)):
+        if password is not None:
+            # ALTER ROLE takes no bind parameters; quote the literal the way the server does.
+            literal = await conn.fetchval("SELECT quote_literal($1)", password)
+            await conn.execute(f"ALTER ROLE {role} PASSWORD {literal}")
     is_superuser = await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     if not is_superuser:
         # A non-superuser administrator (managed Postgres) must be able to SET ROLE rai_owner.

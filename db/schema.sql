@@ -300,8 +300,11 @@ CREATE TABLE rai.tenant_locks (
 -- Privileges. rai_app gets DML on what it needs and nothing else: no TRUNCATE, no DDL, no
 -- write on the status history (only the trigger writes it) or the FSM table. What rai_app may
 -- technically do is further narrowed by the triggers, which bind the owner as well.
+-- rai_metrics (the worker's metrics collector) gets the schema's USAGE and, in triggers.sql,
+-- EXECUTE on the rai.metrics_* aggregates: no table, no CREATE, nothing else.
 REVOKE ALL ON SCHEMA rai FROM PUBLIC;
 GRANT USAGE ON SCHEMA rai TO rai_app;
+GRANT USAGE ON SCHEMA rai TO rai_metrics;
 REVOKE ALL ON ALL TABLES IN SCHEMA rai FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rai FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION rai.current_tenant_id() TO rai_app;

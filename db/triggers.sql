@@ -649,7 +649,8 @@ GRANT EXECUTE ON FUNCTION rai.lock_tenant(uuid, text) TO rai_app;
 GRANT EXECUTE ON FUNCTION rai.api_token_valid_elsewhere(text) TO rai_app;
 
 
--- Metrics without a privileged login: migration 0010 (its header explains the design).
+-- Metrics without a privileged login: migration 0010 (its header explains the design); since
+-- migration 0011 only rai_metrics, the worker's metrics collector, may call them.
 DO $$
 DECLARE
     tenant_table text;
@@ -749,7 +750,7 @@ REVOKE ALL ON FUNCTION rai.metrics_open_dead_letters() FROM PUBLIC;
 REVOKE ALL ON FUNCTION rai.metrics_cooldowns(timestamptz, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rai.metrics_tenants() FROM PUBLIC;
 REVOKE ALL ON FUNCTION rai.metrics_active_training_runs(timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION rai.metrics_open_dead_letters() TO rai_app;
-GRANT EXECUTE ON FUNCTION rai.metrics_cooldowns(timestamptz, interval) TO rai_app;
-GRANT EXECUTE ON FUNCTION rai.metrics_tenants() TO rai_app;
-GRANT EXECUTE ON FUNCTION rai.metrics_active_training_runs(timestamptz) TO rai_app;
+GRANT EXECUTE ON FUNCTION rai.metrics_open_dead_letters() TO rai_metrics;
+GRANT EXECUTE ON FUNCTION rai.metrics_cooldowns(timestamptz, interval) TO rai_metrics;
+GRANT EXECUTE ON FUNCTION rai.metrics_tenants() TO rai_metrics;
+GRANT EXECUTE ON FUNCTION rai.metrics_active_training_runs(timestamptz) TO rai_metrics;

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from devstack.errors import StackError
-from devstack.parts import External, Part, PartStatus, Plan
+from devstack.parts import External, Owner, Part, PartStatus, Plan
 from devstack.postgres import PrivatePostgres, postgres_problem
 from devstack.redis import PrivateRedis, redis_database, redis_problem
 from devstack.seaweed import S3Credentials, SeaweedS3
@@ -32,10 +32,18 @@ class StackInfo:
     s3_endpoint_url: str
     s3_access_key: str
     s3_secret_key: str = field(repr=False)
+    # Absolute: the keys, the local runner's jobs and its slots live there, so a `rai worker`
+    # started in another directory from `rai dev env` still finds the same ones.
+    state_dir: str
+    # Our own redis-server runs with the append-only file (M5); a Redis found running on the
+    # machine and reused is a development one we did not configure, so ``rai worker`` started
+    # from ``rai dev env`` does not refuse it (the demo's in-process worker never checks).
+    redis_require_aof: bool = True
 
     def environment(self) -> dict[str, str]:
         """The ``RAI_*`` variables that point the services at this stack."""
         return {
+            "RAI_REDIS_REQUIRE_AOF": "true" if self.redis_require_aof else "false",
             "RAI_DATABASE_URL": self.database_url,
             "RAI_REDIS_URL": self.redis_url,
             "RAI_TEMPORAL_ADDRESS": self.temporal_address,
@@ -43,6 +51,7 @@ class StackInfo:
             "RAI_S3_ENDPOINT_URL": self.s3_endpoint_url,
             "RAI_S3_ACCESS_KEY": self.s3_access_key,
             "RAI_S3_SECRET_KEY": self.s3_secret_key,
+            "RAI_STATE_DIR": self.state_dir,
         }
 
 
@@ -99,6 +108,7 @@ class Stack:
         self, settings: Settings, *, start_timeout: float = DEFAULT_START_TIMEOUT_SECONDS
     ) -> None:
         state = settings.state_dir.absolute()
+        self.state_dir = state
         grace = settings.dev_stop_grace_seconds
         self.temporal = TemporalDevServer(
             state / "temporal",
@@ -205,4 +215,6 @@ class Stack:
             s3_endpoint_url=status.part("s3").url,
             s3_access_key=credentials.access_key,
             s3_secret_key=credentials.secret_key,
+            state_dir=str(self.state_dir),
+            redis_require_aof=status.part("redis").owner is Owner.OURS,
         )

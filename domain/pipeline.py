@@ -67,11 +67,15 @@ class PipelineInput(_Message):
     drift_task_queue: str = DRIFT_QUEUE
     # How long a silent training step may go before Temporal retries it on another worker.
     training_heartbeat_seconds: float = Field(default=10.0, gt=0)
-    # The same for every other step that can outlast a few seconds (drift, snapshot,
-    # registration, bias audit): a killed worker costs about this long, not the step's timeout.
+    # The same for every other step (drift, snapshot, registration, bias audit, and the short
+    # ones: lock, preconditions, promotion, dead letter, outcome, checkpoint): a killed worker
+    # costs about this long, not the step's start-to-close timeout.
     step_heartbeat_seconds: float = Field(default=10.0, gt=0)
     # How often the pipeline renews its tenant lease (well inside the lease's TTL).
     lease_renewal_seconds: float = Field(default=900.0, gt=0)
+    # How long the version this run puts in SHADOW stays in CANARY, once approved, before
+    # PRODUCTION (the shadow evaluation's ``canary_dwell``); None: the evaluation's default.
+    canary_dwell_seconds: float | None = Field(default=None, gt=0)
 
 
 class PipelineResult(_Message):

@@ -6,6 +6,8 @@ lease per tenant, renewed while the pipeline holds it and carrying a fencing tok
 second guard. Every activity runs with the pipeline retry policy (5 attempts, 1 s doubling to
 30 s); governance refusals are non-retryable. When a step gives up, the pipeline writes a dead
 letter (queue ``training-queue-failed``), releases the lease and ends FAILED_DEAD_LETTERED.
+Every step has a heartbeat timeout (``step_heartbeat_seconds``, training its own), short ones
+included, so a worker killed in any step is noticed in seconds and the step retried elsewhere.
 The outcome is the workflow's result, answered by the ``progress`` query, and recorded in the
 tenant's audit log.
 """
@@ -76,6 +78,10 @@ CANCEL_CLEANUP_PATCH = "cancel-training-on-cancel"
 LEASE_GUARD_PATCH = "stop-on-lost-lease-and-heartbeat-steps"
 # Histories recorded before the dead letter had a bounded number of attempts.
 BOUNDED_DEAD_LETTER_PATCH = "bounded-dead-letter"
+# Histories recorded before the short steps (lock, preconditions, promotion, dead letter,
+# outcome, checkpoint, cancel) heartbeated: a worker killed in one of them was noticed only at
+# the step's 2-minute start-to-close timeout.
+SHORT_STEP_HEARTBEAT_PATCH = "heartbeat-short-steps"
 PIPELINE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -140,6 +146,8 @@ class RetrainingPipeline:
         self._guarded = False
         self._lease_lost: str | None = None
         self._step_heartbeat: timedelta | None = None
+        # The same heartbeat timeout for the short steps (SHORT_STEP_HEARTBEAT_PATCH).
+        self._short_heartbeat: timedelta | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> PipelineProgress:
@@ -159,12 +167,15 @@ class RetrainingPipeline:
         self._guarded = workflow.patched(LEASE_GUARD_PATCH)
         if self._guarded:
             self._step_heartbeat = timedelta(seconds=params.step_heartbeat_seconds)
+        if workflow.patched(SHORT_STEP_HEARTBEAT_PATCH):
+            self._short_heartbeat = timedelta(seconds=params.step_heartbeat_seconds)
         self._step = "acquiring the tenant lock"
         lock = await workflow.execute_activity(
             ActivityName.ACQUIRE_LOCK,
             LockRequest(tenant_id=params.tenant_id, holder=f"{info.workflow_id}/{info.run_id}"),
             result_type=LockResult,
             start_to_close_timeout=SHORT_STEP,
+            heartbeat_timeout=self._short_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
         if lock.lease is None:
@@ -206,6 +217,7 @@ class RetrainingPipeline:
                 ActivityName.RELEASE_LOCK,
                 lease,
                 start_to_close_timeout=SHORT_STEP,
+                heartbeat_timeout=self._short_heartbeat,
                 retry_policy=BOOKKEEPING_RETRY,
             )
         return await self._finish(result)
@@ -218,6 +230,7 @@ class RetrainingPipeline:
             PreconditionsInput(tenant_id=tenant, now=workflow.now()),
             result_type=PreconditionsResult,
             start_to_close_timeout=SHORT_STEP,
+            heartbeat_timeout=self._short_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
         if pre.blocked_by is not None:
@@ -317,11 +330,14 @@ class RetrainingPipeline:
             ActivityName.PROMOTE_TO_SHADOW,
             PromoteInput(tenant_id=tenant, model_version_id=registered.model_version_id),
             start_to_close_timeout=SHORT_STEP,
+            heartbeat_timeout=self._short_heartbeat,
             retry_policy=PIPELINE_RETRY,
         )
         if workflow.patched(START_EVALUATION_PATCH):
             self._check_lease()
-            await self._start_evaluation(tenant, registered.model_version_id)
+            await self._start_evaluation(
+                tenant, registered.model_version_id, params.canary_dwell_seconds
+            )
         return PipelineResult(
             tenant_id=tenant,
             outcome=PipelineOutcome.SUCCEEDED_SHADOW,
@@ -352,6 +368,7 @@ class RetrainingPipeline:
                 ),
                 result_type=DeadLetterOutput,
                 start_to_close_timeout=SHORT_STEP,
+                heartbeat_timeout=self._short_heartbeat,
                 retry_policy=DEAD_LETTER_RETRY if bounded else BOOKKEEPING_RETRY,
             )
         except ActivityError as unwritten:
@@ -392,17 +409,25 @@ class RetrainingPipeline:
                 reason=reason,
             ),
             start_to_close_timeout=SHORT_STEP,
+            heartbeat_timeout=self._short_heartbeat,
             retry_policy=BOOKKEEPING_RETRY,
         )
 
-    async def _start_evaluation(self, tenant: UUID, model_version_id: UUID) -> None:
+    async def _start_evaluation(
+        self, tenant: UUID, model_version_id: UUID, canary_dwell_seconds: float | None
+    ) -> None:
         """Start the version's ShadowEvaluation as a detached child: it outlives this run
-        (ParentClosePolicy.ABANDON), and its deterministic id makes a second start a no-op."""
+        (ParentClosePolicy.ABANDON), and its deterministic id makes a second start a no-op;
+        the evaluation's canary dwell is the run's when given (older runs have none)."""
         self._step = "starting the shadow evaluation"
+        evaluation = EvaluationInput(tenant_id=tenant, model_version_id=model_version_id)
+        if canary_dwell_seconds is not None:
+            dwell = timedelta(seconds=canary_dwell_seconds)
+            evaluation = evaluation.model_copy(update={"canary_dwell": dwell})
         try:
             await workflow.start_child_workflow(
                 SHADOW_EVALUATION_WORKFLOW,
-                EvaluationInput(tenant_id=tenant, model_version_id=model_version_id),
+                evaluation,
                 id=shadow_evaluation_workflow_id(model_version_id),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
             )
@@ -463,6 +488,7 @@ class RetrainingPipeline:
                     lease,
                     result_type=bool,
                     start_to_close_timeout=SHORT_STEP,
+                    heartbeat_timeout=self._short_heartbeat,
                     retry_policy=PIPELINE_RETRY,
                 )
             except ActivityError as error:
@@ -490,6 +516,7 @@ class RetrainingPipeline:
             ActivityName.RECORD_OUTCOME,
             OutcomeInput(workflow_id=workflow.info().workflow_id, result=result),
             start_to_close_timeout=SHORT_STEP,
+            heartbeat_timeout=self._short_heartbeat,
             retry_policy=BOOKKEEPING_RETRY,
         )
         if workflow.patched(CHECKPOINT_PATCH):
@@ -510,6 +537,7 @@ class RetrainingPipeline:
                 ActivityName.CHECKPOINT_CHAIN,
                 CheckpointInput(tenant_id=tenant),
                 start_to_close_timeout=SHORT_STEP,
+                heartbeat_timeout=self._short_heartbeat,
                 retry_policy=PIPELINE_RETRY,
             )
         except ActivityError as error:

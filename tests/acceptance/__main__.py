@@ -16,17 +16,28 @@ from pathlib import Path
 from typing import Any
 
 from tests.acceptance.report import ScenarioResult, write_report
-from tests.acceptance.scenarios import faults, hostile, kill_worker, load, races, rls
+from tests.acceptance.scenarios import (
+    faults,
+    happy_path,
+    hostile,
+    kill_api_trainer,
+    kill_worker,
+    load,
+    races,
+    rls,
+)
 from tests.acceptance.stack import Stack, running_stack
 
 Scenario = Callable[[Stack, dict[str, Any]], Awaitable[ScenarioResult]]
 
-# In the order they run; names are what --only takes.
+# In the order they run (issue 13's order); names are what --only takes.
 SCENARIOS: dict[str, Scenario] = {
-    rls.NAME: rls.run,
-    races.NAME: races.run,
-    faults.NAME: faults.run,
+    happy_path.NAME: happy_path.run,
     kill_worker.NAME: kill_worker.run,
+    kill_api_trainer.NAME: kill_api_trainer.run,
+    faults.NAME: faults.run,
+    races.NAME: races.run,
+    rls.NAME: rls.run,
     load.NAME: load.run,
     hostile.NAME: hostile.run,
 }
@@ -41,7 +52,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="run only these scenarios: " + ", ".join(SCENARIOS),
     )
     parser.add_argument("--load-seconds", type=int, default=600, help="load scenario duration")
-    parser.add_argument("--tenants", type=int, default=20, help="tenants of the parallel race")
+    parser.add_argument("--tenants", type=int, default=100, help="tenants of the parallel race")
+    parser.add_argument(
+        "--latency-advisory",
+        action="store_true",
+        help="report the load scenario's p99 against its limit without letting it decide the"
+        " verdict (CI on a shared machine; lost events and 5xx still do)",
+    )
     parser.add_argument("--out", type=Path, default=Path("."), help="where the report goes")
     args = parser.parse_args(argv)
     unknown = [name for name in args.only or [] if name not in SCENARIOS]
@@ -52,9 +69,27 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def mismatches(result: ScenarioResult) -> list[str]:
+    """What a failed scenario expected and saw instead, so a CI log alone says why it failed."""
+    lines = [
+        f"expected {key} = {want!r}, observed {result.observed.get(key, '(missing)')!r}"
+        for key, want in result.expected.items()
+        if result.observed.get(key) != want
+    ]
+    if result.error:
+        lines.append(f"error: {result.error}")
+    if not lines:  # the verdict rests on figures beyond the expected table: show them all
+        lines = [f"observed {key} = {value!r}" for key, value in result.observed.items()]
+    return lines
+
+
 async def run_battery(args: argparse.Namespace) -> list[ScenarioResult]:
     chosen = args.only or list(SCENARIOS)
-    options = {"load_seconds": args.load_seconds, "tenants": args.tenants}
+    options = {
+        "load_seconds": args.load_seconds,
+        "tenants": args.tenants,
+        "latency_advisory": args.latency_advisory,
+    }
     root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="rai-acceptance-"))
     await asyncio.to_thread(root.chmod, 0o711)
     results = []
@@ -82,6 +117,9 @@ async def run_battery(args: argparse.Namespace) -> list[ScenarioResult]:
                     file=sys.stderr,
                     flush=True,
                 )
+                if not result.passed:
+                    for line in mismatches(result):
+                        print(f"acceptance: {name}   {line}", file=sys.stderr, flush=True)
                 results.append(result)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -97,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "only": args.only or "all",
         "load_seconds": args.load_seconds,
         "tenants": args.tenants,
+        "latency_advisory": args.latency_advisory,
         "total_seconds": round(time.monotonic() - started, 1),
     }
     write_report(results, args.out, options=options)

@@ -1,7 +1,8 @@
 """The real stack parts the battery runs against, started the way the tests start them
 (tests/conftest.py, tests/pg.py, tests/s3.py, tests/temporal.py) and stopped at the end: a
-Postgres server (the configured one if it answers, else a private cluster) with one migrated
-template, a private SeaweedFS, a private ``redis-server``, and its own Temporal dev server.
+private Postgres cluster on a port of its own (never the machine's shared server: scenario 4
+restarts it) with one migrated template, a private SeaweedFS, a private ``redis-server``, and
+its own Temporal dev server.
 
 Each scenario gets a :class:`World` of its own: a fresh database cloned from the template,
 its own buckets, task queues, Redis key prefix and state directory.
@@ -28,26 +29,18 @@ from devstack.postgres import PrivatePostgres
 from devstack.redis import PrivateRedis
 from devstack.seaweed import SeaweedS3, generate_credentials
 from domain.signing import Signer
-from settings import Settings, app_dsn_for, with_database
+from settings import Settings, app_dsn_for, metrics_dsn_for
 from tests.integration.services_env import ServicesEnv
-from tests.pg import cloned_database, create_template, drop_database, shared_tempdir
+from tests.pg import cloned_database, create_template, drop_database
 from tests.s3 import REGION, _distinct_free_ports
 from tests.temporal import dev_server
-
-
-async def _reachable(dsn: str) -> bool:
-    try:
-        conn = await asyncpg.connect(with_database(dsn, "postgres"), timeout=3)
-    except (OSError, asyncpg.PostgresError):
-        return False
-    await conn.close()
-    return True
 
 
 @dataclass
 class Stack:
     """The running parts shared by every scenario of one battery run."""
 
+    postgres: PrivatePostgres
     pg_server_dsn: str
     template: str
     s3: Settings
@@ -83,6 +76,7 @@ class Stack:
         return Settings(
             database_url=admin_dsn,
             app_database_url=app_dsn_for(admin_dsn),
+            metrics_database_url=metrics_dsn_for(admin_dsn),
             s3_endpoint_url=s3.s3_endpoint_url,
             s3_region=s3.s3_region,
             s3_access_key=s3.s3_access_key,
@@ -120,14 +114,12 @@ class World:
 async def running_stack(root: Path) -> AsyncIterator[Stack]:
     """Start every part; stop everything started, in reverse order, on exit."""
     async with AsyncExitStack() as stack:
-        configured = Settings().database_url
-        if await _reachable(configured):
-            server_dsn = configured
-        else:
-            state = stack.enter_context(shared_tempdir())
-            postgres = PrivatePostgres(state)
-            server_dsn = await postgres.start()
-            stack.push_async_callback(postgres.stop)
+        # A fixed port, so a restarted cluster (scenario 4) is found where it was.
+        postgres = PrivatePostgres(
+            root / "postgres", port=free_port(), start_timeout=60, stop_grace=10
+        )
+        server_dsn = await postgres.start()
+        stack.push_async_callback(postgres.stop)
         template = await create_template(server_dsn)
         stack.push_async_callback(drop_database, server_dsn, template)
         s3_root = root / "s3"
@@ -156,4 +148,6 @@ async def running_stack(root: Path) -> AsyncIterator[Stack]:
         record = await redis.ensure_running()
         stack.push_async_callback(redis.stop)
         temporal = await stack.enter_async_context(dev_server())
-        yield Stack(server_dsn, template, s3, seaweed, temporal, redis, redis.url(record), root)
+        yield Stack(
+            postgres, server_dsn, template, s3, seaweed, temporal, redis, redis.url(record), root
+        )

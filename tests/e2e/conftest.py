@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from settings import Settings
 from tests.e2e.support import REDIS_KEY_PREFIX
+from tests.rai_process import FORK_SERVER
 
 # Seconds an end-to-end test may take: some train real models several times over, on two cores
 # shared with whatever else runs (pyproject.toml's 300 s is for everything else).
@@ -33,3 +34,10 @@ async def forget_test_leases() -> AsyncIterator[None]:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def stop_the_rai_fork_server() -> AsyncIterator[None]:
+    """Stop the fork server of ``rai`` commands (tests/rai_process.py) if a test started it."""
+    yield
+    await FORK_SERVER.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
-from settings import Settings, app_dsn_for
+from settings import Settings, app_dsn_for, metrics_dsn_for
 from tests.integration.services_env import ServicesEnv
 
 # Lease keys of this test run; tests/e2e/conftest.py deletes them when the run ends.
@@ -24,6 +24,7 @@ def worker_settings(
     return Settings(
         database_url=db_admin_dsn,
         app_database_url=app_dsn_for(db_admin_dsn),
+        metrics_database_url=metrics_dsn_for(db_admin_dsn),
         s3_endpoint_url=s3.s3_endpoint_url,
         s3_region=s3.s3_region,
         s3_access_key=s3.s3_access_key,

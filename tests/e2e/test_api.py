@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -422,3 +423,43 @@ async def test_a_busy_port_stops_the_api_with_a_clear_error(
         with pytest.raises(ApiStartupError, match=f"cannot listen on 127.0.0.1:{port}"):
             async with running_api(settings, ApiConfig(port=port), client=temporal.client):
                 pass
+
+
+async def test_the_api_metrics_name_no_tenant(
+    temporal: WorkflowEnvironment, services_env: ServicesEnv, db_admin_dsn: str
+) -> None:
+    """The API's /metrics answers anyone who reaches its port: after ingest for a tenant with
+    a name found nowhere else, it carries the tenant's id on the ingest counters (documented
+    labels) and never its name; tenant names are the worker's (rai_tenant_info)."""
+    name = f"Quetzalcoatl Orchards {uuid4().hex[:8]}"
+    tenant = await services_env.tenant(name)
+    await services_env.tenant(f"Xylophage Vineyards {uuid4().hex[:8]}")  # one it never ingests
+    device = Signer.generate()
+    await register_key(services_env.db, tenant, device.public_key, "device")
+    token = await create_token(services_env.db, tenant, "metrics test")
+    settings = Settings(database_url=db_admin_dsn, app_database_url=app_dsn_for(db_admin_dsn))
+    async with (
+        running_api(settings, ApiConfig(port=0), client=temporal.client) as base_url,
+        httpx.AsyncClient(base_url=base_url) as client,
+    ):
+        events = [signed_event(device, tenant, "2026", f"f-{i}", payload(i / 10)) for i in range(3)]
+        sent = await client.post(
+            f"/v1/tenants/{tenant}/events",
+            json={"events": events},
+            headers={"Authorization": f"Bearer {token.secret}"},
+        )
+        assert sent.status_code == 200, sent.text
+        scraped = await client.get("/metrics")
+    assert scraped.status_code == 200
+    body = scraped.text
+    accepted = {
+        (sample.labels["tenant"], sample.value)
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == "rai_ingest_events_total" and sample.labels["outcome"] == "ACCEPTED"
+    }
+    assert accepted == {(str(tenant), 3.0)}
+    for word in ("Quetzalcoatl", "Xylophage", "Orchards", "Vineyards"):
+        assert word not in body
+    assert "rai_tenant_info" not in body
+    assert "name=" not in body

@@ -53,6 +53,8 @@ CLUSTER_EXPORTER_PANELS = {
     ("rai-level-d-tenant-isolation", "Top tenants: memory requested by training pods"),
     ("rai-level-d-tenant-isolation", "Top tenants: memory used by training pods"),
 }
+# A tenant name found nowhere else in a scrape.
+FIELD_OFFICE = "Quetzalcoatl field office"
 # What the scraped run must make fire.
 FIRING = {"RaiDeadLettersOpen", "RaiPipelineFailed", "RaiDriftPsiAboveThreshold"}
 
@@ -131,7 +133,8 @@ async def test_dashboards_and_alerts_against_a_real_prometheus(
     drifted = await seeded(env, "drifted farm", 1100, 0.15)
     failing = await seeded(env, "failing farm", 1100, 0.15)
     sparse = await seeded(env, "sparse farm", 400, 0.15)
-    field_office = await env.tenant("field office")  # ingests over HTTP, runs no pipeline
+    # ingests over HTTP, runs no pipeline; its name must reach the worker's endpoint only
+    field_office = await env.tenant(FIELD_OFFICE)
     device = Signer.generate()
     await register_key(env.db, field_office, device.public_key, "device")
     token = (await create_token(env.db, field_office, "prometheus test")).secret
@@ -207,6 +210,7 @@ async def test_dashboards_and_alerts_against_a_real_prometheus(
                 failure="Prometheus does not scrape both targets",
             )  # fmt: skip
             await check_seed_metrics(http, prom_url, [drifted, failing, sparse, field_office])
+            await check_tenant_names(http, prom_url, worker_url, api_url, field_office)
             await check_panels(http, prom_url, directory)
             await check_alert_expressions(http, prom_url)
         finally:
@@ -232,7 +236,7 @@ async def check_seed_metrics(http: httpx.AsyncClient, url: str, tenants: list[UU
     assert durations == {(str(drifted), "SUCCEEDED"), (str(failing), "FAILED")}
     body = await query(http, url, f'rai_drift_psi_value{{tenant="{drifted}",feature="ndvi"}}')
     assert float(body["data"]["result"][0]["value"][1]) > 0.1
-    body = await query(http, url, 'rai_retrain_cooldown_active{job="rai-api"}')
+    body = await query(http, url, 'rai_retrain_cooldown_active{job="rai-worker"}')
     cooldowns = {r["metric"]["tenant"]: r["value"][1] for r in body["data"]["result"]}
     assert cooldowns == {str(t): "0" for t in tenants}
     body = await query(http, url, "max by (queue) (rai_dead_letters_open)")
@@ -242,6 +246,25 @@ async def check_seed_metrics(http: httpx.AsyncClient, url: str, tenants: list[UU
     body = await query(http, url, 'sum by (outcome) (rai_ingest_events_total{job="rai-api"})')
     ingested = {r["metric"]["outcome"]: r["value"][1] for r in body["data"]["result"]}
     assert ingested == {"ACCEPTED": "2", "DUPLICATE": "1", "REJECTED": "1"}
+
+
+async def check_tenant_names(
+    http: httpx.AsyncClient, url: str, worker_url: str, api_url: str, field_office: UUID
+) -> None:
+    """Tenant names come from the worker's endpoint alone (rai_tenant_info, which the
+    dashboards' tenant variable reads); the API's public /metrics names no tenant, and the
+    database-held gauges are the worker's."""
+    body = await query(http, url, f'rai_tenant_info{{tenant="{field_office}"}}')
+    assert [(r["metric"]["job"], r["metric"]["name"]) for r in body["data"]["result"]] == [
+        ("rai-worker", FIELD_OFFICE)
+    ]
+    for family in ("rai_tenant_info", "rai_retrain_cooldown_active", "rai_dead_letters_open"):
+        body = await query(http, url, f'count({family}{{job="rai-api"}})')
+        assert body["data"]["result"] == [], family
+    api_text = (await http.get(f"{api_url}/metrics")).text
+    assert f'tenant="{field_office}"' in api_text  # its ingest counters, by id
+    assert "Quetzalcoatl" not in api_text
+    assert "Quetzalcoatl" in (await http.get(worker_url)).text
 
 
 async def check_panels(http: httpx.AsyncClient, url: str, directory: Path) -> None:

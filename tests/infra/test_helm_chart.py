@@ -396,6 +396,28 @@ def test_credentials_come_from_the_named_secrets(production_render: Render) -> N
     assert order.index("REDIS_PASSWORD") < order.index("RAI_REDIS_URL")
 
 
+def test_only_the_workers_and_the_migration_hold_the_metrics_login(
+    production_render: Render,
+) -> None:
+    """rai_metrics can list every tenant's name (the worker's internal metrics endpoint); the
+    API, which answers the outside, never gets its password. The migration sets it."""
+    db = load_values(PRODUCTION_VALUES)["database"]
+    expected = (db["existingSecret"], db["metricsPasswordKey"])
+    holders = {}
+    for workload in production_render.workloads():
+        for container in containers(workload["spec"]["template"]["spec"]):
+            if "RAI_METRICS_DB_PASSWORD" in env_of(container):
+                holders[workload["metadata"]["name"]] = secret_ref(
+                    container, "RAI_METRICS_DB_PASSWORD"
+                )
+            assert "RAI_METRICS_DATABASE_URL" not in env_of(container)
+    assert holders == {
+        _name("migrate"): expected,
+        _name("worker-training"): expected,
+        _name("worker-drift"): expected,
+    }
+
+
 def test_only_the_migration_sees_the_administrative_login(any_render: Render) -> None:
     holders = set()
     for workload in any_render.workloads():

@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from adapters.processes import live_processes
 from cli.main import main
 from devstack import Owner, PartState, PrivatePostgres, Stack, StackError, ensure_postgres
 from devstack.binaries import find_binary
@@ -79,16 +80,7 @@ def listening(port: int) -> bool:
 
 def live_session_members(sessions: set[int]) -> list[str]:
     """Processes (not zombies) still in one of ``sessions``: what a stop left behind."""
-    members = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat_file.read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        fields = text[text.rindex(")") + 1 :].split()
-        if fields[0] not in ("Z", "X") and int(fields[3]) in sessions:
-            members.append(text[: text.rindex(")") + 1])
-    return members
+    return [f"{p.pid} ({p.name})" for p in live_processes() if p.session in sessions]
 
 
 def session_of(pid: int) -> int:
@@ -320,11 +312,14 @@ def test_up_status_env_down_reusing_the_machines_postgres_and_redis(
         assert env == {
             "RAI_DATABASE_URL": machine.database_url,
             "RAI_REDIS_URL": machine.redis_url,
+            # The machine's Redis, reused: not ours to hold to the append-only rule.
+            "RAI_REDIS_REQUIRE_AOF": "false",
             "RAI_TEMPORAL_ADDRESS": f"127.0.0.1:{settings.dev_temporal_port}",
             "RAI_TEMPORAL_UI_URL": f"http://127.0.0.1:{settings.dev_temporal_ui_port}",
             "RAI_S3_ENDPOINT_URL": f"http://127.0.0.1:{settings.dev_s3_port}",
             "RAI_S3_ACCESS_KEY": env["RAI_S3_ACCESS_KEY"],
             "RAI_S3_SECRET_KEY": env["RAI_S3_SECRET_KEY"],
+            "RAI_STATE_DIR": str(state.absolute()),
         }
         health = subprocess.run(
             [
@@ -383,6 +378,10 @@ async def test_private_postgres_and_redis_when_none_answers(
             f"postgresql://postgres@127.0.0.1:{settings.dev_postgres_port}/rai"
         )
         assert info.redis_url == f"redis://127.0.0.1:{settings.dev_redis_port}/2"
+        # Our own redis-server runs with the append-only file: `rai worker` may insist on it.
+        assert info.environment()["RAI_REDIS_REQUIRE_AOF"] == "true"
+        # Absolute, so a `rai worker` started elsewhere from `rai dev env` uses the same state.
+        assert info.environment()["RAI_STATE_DIR"] == str((shared_tmp / "state").absolute())
         status = await stack.status()
         assert status.healthy
         assert {part.owner for part in status.parts} == {Owner.OURS}
@@ -498,18 +497,25 @@ async def test_a_taken_port_is_reported_before_anything_starts(
     assert "in use by another process" in status.part("temporal").line()
 
 
-async def test_a_process_deaf_to_sigterm_is_killed_with_its_children(tmp_path: Path) -> None:
-    # The shell and its `sleep` child both ignore SIGTERM (an ignored signal stays ignored
-    # across exec); the shell says so through a FIFO once both are in place.
+async def spawn_when_ready(tmp_path: Path, script: str) -> ProcessRecord:
+    """``/bin/sh -c script`` detached; returns once the script has written to the FIFO named
+    by ``{ready}`` (its children are then in place)."""
     ready = tmp_path / "ready"
     os.mkfifo(ready)
     record = await spawn_detached(
-        ["/bin/sh", "-c", f"trap '' TERM; sleep 60 & echo >{ready}; wait"],
-        log=tmp_path / "deaf.log",
+        ["/bin/sh", "-c", script.format(ready=ready)],
+        log=tmp_path / "spawned.log",
         cwd=tmp_path,
     )
     async with asyncio.timeout(5):
         await asyncio.to_thread(ready.read_text)
+    return record
+
+
+async def test_a_process_deaf_to_sigterm_is_killed_with_its_children(tmp_path: Path) -> None:
+    # The shell and its `sleep` child both ignore SIGTERM (an ignored signal stays ignored
+    # across exec).
+    record = await spawn_when_ready(tmp_path, "trap '' TERM; sleep 60 & echo >{ready}; wait")
     session = session_of(record.pid)
     assert session == os.getpgid(record.pid) != os.getpgrp()
     assert is_alive(record.pid, record.start_time)
@@ -519,6 +525,17 @@ async def test_a_process_deaf_to_sigterm_is_killed_with_its_children(tmp_path: P
     assert loop.time() - began >= 0.5
     assert not is_alive(record.pid, record.start_time)
     assert live_session_members({session}) == []
+
+
+async def test_a_child_deaf_to_sigterm_outliving_its_leader_is_killed(tmp_path: Path) -> None:
+    # The shell exits on SIGTERM; its `sleep` child ignores it and would stay behind in the
+    # group if the stop only waited for the leader.
+    record = await spawn_when_ready(tmp_path, "(trap '' TERM; exec sleep 60) & echo >{ready}; wait")
+    session = session_of(record.pid)
+    assert len(live_session_members({session})) == 2
+    await terminate(record, grace=0.5)
+    assert not is_alive(record.pid, record.start_time)
+    assert live_session_members({session}) == [], "the SIGTERM-deaf child outlived the stop"
 
 
 def test_demo_runs_a_complete_retraining_cycle_twice(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -16,7 +18,7 @@ import pytest
 from adapters.localjobs import LocalJobRunner
 from adapters.objectstore import ObjectStore
 from adapters.processes import ProcessSlot, is_alive, parse_proc_stat
-from domain.jobs import JobOrigin, JobSpec, JobState, job_name_for
+from domain.jobs import JobOrigin, JobSpec, JobState, JobStatus, job_name_for
 from settings import Settings
 from tests.integration.training_support import (
     Snapshot,
@@ -58,19 +60,26 @@ def _spec(settings: Settings, snapshot: Snapshot, extra_seconds: float = 0.0) ->
 
 
 def _live_processes_naming(text: str) -> list[int]:
-    """PIDs of running (not zombie) processes with ``text`` as one of their arguments."""
-    found = []
+    """PIDs of running (not zombie) processes with ``text`` as one of their arguments.
+
+    A child the wrapper's shell has forked but not yet exec'd still carries the wrapper's
+    arguments; it belongs to that wrapper, so only processes whose parent is not itself
+    one of them are listed (the launches, not their moments between fork and exec).
+    """
+    found: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = parse_proc_stat((entry / "stat").read_text())[0]
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
+        state = parse_proc_stat(stat)[0]
+        parent = int(stat[stat.rindex(")") + 1 :].split()[1])
         if text.encode() in argv and state not in ("Z", "X"):
-            found.append(int(entry.name))
-    return found
+            found[int(entry.name)] = parent
+    return [pid for pid, parent in found.items() if parent not in found]
 
 
 def _children(pid: int) -> list[int]:
@@ -326,3 +335,64 @@ async def test_a_command_line_the_trainer_refuses_is_failed(
     assert status.state is JobState.FAILED
     assert status.exit_code == 2
     assert "usage: python -m trainer" in status.detail
+
+
+async def _wait_pending(runner: LocalJobRunner, name: str) -> JobStatus:
+    """Until job ``name`` reports that it waits for a slot."""
+    return await wait_until(
+        lambda: runner.status(name),
+        lambda status: status.state is JobState.PENDING,
+        within=20,
+        every=0.1,
+        failure=f"job {name} never reported that it waits for a slot",
+    )
+
+
+async def test_a_job_waits_pending_for_a_free_slot(
+    state_dir: Path, service_storage: Settings, snapshot: Snapshot
+) -> None:
+    runner = LocalJobRunner(state_dir, slots=1, stop_grace=5.0)
+    first = _spec(service_storage, snapshot, extra_seconds=4)
+    second = _spec(service_storage, snapshot)
+    await runner.launch(first)
+    await _wait_for_log(runner, first.name, "simulating")
+    # Another launcher on the machine (a second worker) shares the one slot.
+    assert (await LocalJobRunner(state_dir, slots=1).launch(second)).created
+
+    waiting = await _wait_pending(runner, second.name)
+    assert waiting.detail == "waiting for one of the 1 local job slots"
+    assert (await runner.status(first.name)).state is JobState.RUNNING
+    log = runner.job_dir(second.name) / "job.log"
+    assert "started" not in (log.read_text() if log.exists() else "")
+
+    done_first = await wait_until_exited(runner, first.name)
+    done_second = await wait_until_exited(runner, second.name)
+    assert done_first.state is done_second.state is JobState.SUCCEEDED, done_second.detail
+    assert not (runner.job_dir(second.name) / "queued").exists()
+    # The second trainer started only after the first had exited.
+    first_done = (runner.job_dir(first.name) / "exit_code").stat().st_mtime
+    started = [line for line in log.read_text().splitlines() if line.endswith('started"}')]
+    assert started, log.read_text()
+    second_began = datetime.fromisoformat(json.loads(started[0])["time"]).timestamp()
+    assert second_began >= first_done - 0.01  # mtime granularity
+
+
+async def test_cancelling_a_job_that_waits_for_a_slot_ends_it_at_once(
+    state_dir: Path, service_storage: Settings, snapshot: Snapshot
+) -> None:
+    runner = LocalJobRunner(state_dir, slots=1, stop_grace=30.0)
+    busy = _spec(service_storage, snapshot, extra_seconds=60)
+    queued = _spec(service_storage, snapshot)
+    await runner.launch(busy)
+    await runner.launch(queued)
+    await _wait_pending(runner, queued.name)
+    await runner.cancel(queued.name)
+    # 143: the wrapper's own record of SIGTERM ending the wait (a SIGKILL records nothing).
+    status = await runner.status(queued.name)
+    assert status.state is JobState.FAILED
+    assert status.exit_code == 143
+    assert status.detail.startswith("cancelled")
+    assert _live_processes_naming(str(runner.job_dir(queued.name))) == []
+    assert not (runner.job_dir(queued.name) / "result.json").exists()
+    await runner.cancel(busy.name)
+    assert (await wait_until_exited(runner, busy.name)).state is JobState.FAILED

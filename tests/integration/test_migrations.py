@@ -77,6 +77,7 @@ RELEASED_CHECKSUMS = {
     8: "31389ccacb2fbd3848ec5918f718b57569165b1df9ff242906f6c15e61b198d2",
     9: "5e667cc2dce59d05f9dc106c68eed96601b31c7ad4916886739dbcc24f746ba5",
     10: "7e7a24940ae81f6359414a6646480d85f5f4fedf02a365cc5d0b1bef98a988fc",
+    11: "d58db7c34c24c0d9b52a4b5a7406289ec966194d80368a439a99a50d7637fc17",
 }
 # Every version this checkout knows, in order. Migrations land from several branches, so the
 # numbers need not be contiguous; the tests below hold for whichever exist.
@@ -133,10 +134,17 @@ async def test_a_new_database_equals_one_upgraded_through_every_migration(
         ):
             assert any(line.startswith(f"trigger CREATE TRIGGER {law} ") for line in fresh_catalog)
         for aggregate in ("open_dead_letters", "cooldowns", "tenants", "active_training_runs"):
-            assert any(
-                line.startswith(f"function rai.metrics_{aggregate}(") and "rai_app=X/" in line
+            (function,) = [
+                line
                 for line in fresh_catalog
-            ), aggregate
+                if line.startswith(f"function rai.metrics_{aggregate}(")
+            ]
+            assert "acl {rai_owner=X/rai_owner,rai_metrics=X/rai_owner} " in function, aggregate
+        (schema,) = [line for line in fresh_catalog if line.startswith("schema rai ")]
+        assert "rai_metrics=U/rai_owner" in schema
+        assert not any(
+            " rai_metrics " in line for line in fresh_catalog if line.startswith("grant ")
+        )
     finally:
         for name in (fresh_name, upgraded_name):
             await drop_database(pg_server_dsn, name)

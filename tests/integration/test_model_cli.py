@@ -17,11 +17,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.promotion import PromotionActivities
-from cli import evaluation_commands, model_commands
+from cli import evaluation_commands, model_commands, pipeline_commands
 from cli.errors import CommandError
 from cli.main import build_parser
 from domain.model_status import ModelStatus
-from domain.promotion import EvaluationResult, shadow_evaluation_workflow_id
+from domain.pipeline import PipelineInput, pipeline_workflow_id
+from domain.promotion import EvaluationInput, EvaluationResult, shadow_evaluation_workflow_id
 from services.promotion import enter_canary, promote_challenger
 from settings import Settings, app_dsn_for
 from tests.integration.promotion_support import Device, history, model_in, paired, statuses
@@ -59,6 +60,7 @@ async def rai(settings: Settings, *argv: str) -> int:
     groups = parser.add_subparsers(dest="group", required=True)
     model_commands.register(groups)
     evaluation_commands.register(groups)
+    pipeline_commands.register(groups)
     args = parser.parse_args(argv)
     code: int = await asyncio.to_thread(args.handler, args, settings)
     return code
@@ -120,12 +122,20 @@ async def test_rollback_without_a_production_version_is_a_clear_error(
         await rai_model(settings, "rollback", "--tenant", str(tenant), "--model", "yield")
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "refusal"),
+    [
+        ("--check-every", "1x", "--check-every: not an interval: '1x'"),
+        ("--canary-dwell", "1x", "--canary-dwell: not an interval: '1x'"),
+        ("--canary-dwell", "30s", "--canary-dwell: interval '30s' is shorter than the minimum"),
+    ],
+)
 async def test_evaluation_start_refuses_a_bad_interval_before_calling_temporal(
-    services_env: ServicesEnv, db_admin_dsn: str
+    services_env: ServicesEnv, db_admin_dsn: str, option: str, value: str, refusal: str
 ) -> None:
     settings = cli_settings(services_env, db_admin_dsn)
     tenant = await services_env.tenant()
-    with pytest.raises(CommandError, match="--check-every: not an interval: '1x'"):
+    with pytest.raises(CommandError, match=refusal):
         await rai_evaluation(
             settings,
             "start",
@@ -133,8 +143,8 @@ async def test_evaluation_start_refuses_a_bad_interval_before_calling_temporal(
             str(tenant),
             "--model-version",
             str(tenant),
-            "--check-every",
-            "1x",
+            option,
+            value,
         )
 
 
@@ -158,10 +168,14 @@ async def test_evaluation_start_starts_the_shadow_evaluation_and_status_reports_
         workflows=[ShadowEvaluation],
         activities=PromotionActivities(db=env.db).activities(),
     ):
-        assert await rai_evaluation(settings, *start, "--check-every", "2h") == 0
+        assert (
+            await rai_evaluation(settings, *start, "--check-every", "2h", "--canary-dwell", "3h")
+            == 0
+        )
         out = capsys.readouterr().out
         assert f"workflow       shadow/{challenger} (run " in out
         assert "checks         every 2h" in out
+        assert "canary dwell   3h" in out
         assert f"/workflows/shadow%2F{challenger}/" in out
         with pytest.raises(CommandError, match=f"shadow/{challenger} is already running"):
             await rai_evaluation(settings, *start)
@@ -170,6 +184,14 @@ async def test_evaluation_start_starts_the_shadow_evaluation_and_status_reports_
             temporal.client.get_workflow_handle(
                 shadow_evaluation_workflow_id(challenger), result_type=EvaluationResult
             )
+        )
+        started = (await handle.fetch_history()).events[0]
+        (params,) = await temporal.client.data_converter.decode(
+            started.workflow_execution_started_event_attributes.input.payloads, [EvaluationInput]
+        )
+        assert (params.check_interval, params.canary_dwell) == (
+            timedelta(hours=2),
+            timedelta(hours=3),
         )
         await wait_until(  # the first check, on the real activities
             lambda: handle.query(ShadowEvaluation.progress),
@@ -283,3 +305,42 @@ async def test_approve_moves_a_challenger_without_champion_to_canary(
     code, refusal = await rai_command(unreachable, *approve, "--reason", "x")
     assert code == 4
     assert refusal.startswith("cannot reach Temporal at 127.0.0.1:1: "), refusal
+
+
+@pytest.mark.parametrize(
+    ("value", "refusal"),
+    [
+        ("1x", "--canary-dwell: not an interval: '1x'"),
+        ("30s", "--canary-dwell: interval '30s' is shorter than the minimum"),
+    ],
+)
+async def test_pipeline_start_refuses_a_bad_canary_dwell_before_calling_temporal(
+    services_env: ServicesEnv, db_admin_dsn: str, value: str, refusal: str
+) -> None:
+    settings = cli_settings(services_env, db_admin_dsn)
+    tenant = await services_env.tenant()
+    with pytest.raises(CommandError, match=refusal):
+        await rai(settings, "pipeline", "start", "--tenant", str(tenant), "--canary-dwell", value)
+
+
+@pytest.mark.parametrize(("argv", "dwell"), [((), None), (("--canary-dwell", "90m"), 5400.0)])
+async def test_pipeline_start_passes_its_canary_dwell_to_the_run(
+    services_env: ServicesEnv,
+    db_admin_dsn: str,
+    temporal: WorkflowEnvironment,
+    argv: tuple[str, ...],
+    dwell: float | None,
+) -> None:
+    settings = cli_settings(services_env, db_admin_dsn, temporal)
+    tenant = await services_env.tenant()
+    # No worker serves the queue: the run is only started, and its input read back.
+    assert await rai(settings, "pipeline", "start", "--tenant", str(tenant), *argv) == 0
+    handle = temporal.client.get_workflow_handle(pipeline_workflow_id(tenant))
+    try:
+        started = (await handle.fetch_history()).events[0]
+        (params,) = await temporal.client.data_converter.decode(
+            started.workflow_execution_started_event_attributes.input.payloads, [PipelineInput]
+        )
+        assert params.canary_dwell_seconds == dwell
+    finally:
+        await handle.terminate("the CLI test is over")

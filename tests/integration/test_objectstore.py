@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
 
+from adapters import objectstore
 from adapters.objectstore import (
     AccessDeniedError,
     CredentialsRejectedError,
@@ -238,6 +240,34 @@ async def test_a_wrong_secret_is_refused(store: ObjectStore, configured: Setting
             await stranger.get_bytes(configured.s3_registry_bucket, fresh_key())
     assert refused.value.status == 403
     assert "not-the-secret" not in repr(stranger)
+
+
+async def test_stores_share_one_session_yet_keep_their_own_credentials(
+    store: ObjectStore, configured: Settings
+) -> None:
+    # Both open at once, made from this thread's one aioboto3 session: the stranger's wrong
+    # secret is refused while the store's own keys keep working, before and after.
+    key = fresh_key()
+    await store.put_bytes(configured.s3_registry_bucket, key, b"mine")
+    stranger = store.with_credentials(store.access_key, SecretStr("not-the-secret"))
+    async with stranger:
+        assert stranger.client is not store.client
+        with pytest.raises(CredentialsRejectedError):
+            await stranger.get_bytes(configured.s3_registry_bucket, key)
+        assert await store.get_bytes(configured.s3_registry_bucket, key) == b"mine"
+    async with ObjectStore.from_settings(configured) as again:
+        assert await again.get_bytes(configured.s3_registry_bucket, key) == b"mine"
+
+
+def test_one_session_per_thread() -> None:
+    here = objectstore._session()
+    assert objectstore._session() is here
+    elsewhere: list[object] = []
+    thread = threading.Thread(target=lambda: elsewhere.append(objectstore._session()))
+    thread.start()
+    thread.join()
+    assert elsewhere
+    assert elsewhere[0] is not here
 
 
 async def test_an_unreachable_endpoint(s3_settings: Settings) -> None:

@@ -48,7 +48,7 @@ from domain.pipeline import (
     TrainInput,
 )
 from domain.policies import cooldown_active
-from domain.promotion import shadow_evaluation_workflow_id
+from domain.promotion import DEFAULT_CANARY_DWELL, EvaluationInput, shadow_evaluation_workflow_id
 from domain.training import TrainedModel
 from settings import Settings
 from workflows.promotion import ShadowEvaluation
@@ -233,6 +233,7 @@ async def run_pipeline(
     *,
     signal: TrainingOutcome | None = None,
     lease_renewal_seconds: float = 900.0,
+    canary_dwell_seconds: float | None = None,
 ) -> PipelineResult:
     queue, drift_queue = f"train-{uuid.uuid4()}", f"drift-{uuid.uuid4()}"
     tenant = uuid4()
@@ -257,6 +258,7 @@ async def run_pipeline(
                 drift_task_queue=drift_queue,
                 training_heartbeat_seconds=2,
                 lease_renewal_seconds=lease_renewal_seconds,
+                canary_dwell_seconds=canary_dwell_seconds,
             ),
             id=f"retrain/{tenant}",
             task_queue=queue,
@@ -278,8 +280,24 @@ async def run_pipeline(
         assert described.status is WorkflowExecutionStatus.RUNNING
         assert described.parent_id == f"retrain/{tenant}"
         assert described.workflow_type == "ShadowEvaluation"
+        started = (await evaluation.fetch_history()).events[0]
+        (evaluation_input,) = await env.client.data_converter.decode(
+            started.workflow_execution_started_event_attributes.input.payloads, [EvaluationInput]
+        )
+        assert evaluation_input.canary_dwell == (
+            DEFAULT_CANARY_DWELL
+            if canary_dwell_seconds is None
+            else timedelta(seconds=canary_dwell_seconds)
+        )
         await evaluation.terminate("the pipeline test is over")
     return result
+
+
+async def test_the_pipeline_gives_its_canary_dwell_to_the_evaluation_it_starts(
+    env: WorkflowEnvironment,
+) -> None:
+    result = await run_pipeline(env, World(), canary_dwell_seconds=90.0)
+    assert result.outcome is PipelineOutcome.SUCCEEDED_SHADOW
 
 
 async def test_happy_path_ends_in_shadow(env: WorkflowEnvironment) -> None:

@@ -70,3 +70,27 @@ async def test_a_changed_workflow_fails_the_replay() -> None:
     )
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(load("pipeline_success"))
+
+
+@pytest.mark.parametrize(
+    "scenario", ["pipeline_success", "pipeline_dead_letter", "pipeline_cancelled"]
+)
+def test_every_pipeline_step_has_a_heartbeat_timeout(scenario: str) -> None:
+    """A worker killed in any step is noticed at the step's heartbeat timeout (seconds), not at
+    its start-to-close timeout (minutes to hours): every activity the recorded pipeline runs
+    scheduled has one (issue 13, scenario 2)."""
+    scheduled = [
+        event.activity_task_scheduled_event_attributes
+        for event in load(scenario).events
+        if event.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled
+    without = sorted(
+        {
+            a.activity_type.name
+            for a in scheduled
+            if a.heartbeat_timeout.ToTimedelta() <= timedelta(0)
+        }
+    )
+    assert without == []
+    assert max(a.heartbeat_timeout.ToTimedelta() for a in scheduled) <= timedelta(seconds=10)

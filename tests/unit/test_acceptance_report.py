@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.__main__ import SCENARIOS, parse
+from tests.acceptance.__main__ import SCENARIOS, mismatches, parse
 from tests.acceptance.report import JSON_NAME, MARKDOWN_NAME, ScenarioResult, write_report
+from tests.acceptance.scenarios import load
 
 pytestmark = pytest.mark.unit
 
@@ -41,10 +42,48 @@ def test_the_report_has_the_issues_json_shape_and_a_summary_table(tmp_path: Path
 
 def test_options_name_only_known_scenarios() -> None:
     args = parse(["--only", "5-races", "--load-seconds", "60"])
-    assert (args.only, args.load_seconds, args.tenants) == (["5-races"], 60, 20)
+    assert (args.only, args.load_seconds, args.tenants) == (["5-races"], 60, 100)
     assert parse([]).load_seconds == 600
     assert set(SCENARIOS) >= {"6-rls-penetration", "5-races", "7-load"}
     with pytest.raises(SystemExit):
         parse(["--only", "9-nonsense"])
     with pytest.raises(SystemExit):
         parse(["--load-seconds", "0"])
+
+
+def test_a_failed_scenario_says_what_it_expected_and_saw() -> None:
+    failed = ScenarioResult(
+        name="5-races",
+        passed=False,
+        expected={"runs": 1, "cross-talk": 0},
+        observed={"runs": 2, "cross-talk": 0, "pipelines per minute": 40.0},
+        seconds=1.0,
+    )
+    assert mismatches(failed) == ["expected runs = 1, observed 2"]
+    crashed = ScenarioResult(
+        name="2-kill", passed=False, expected={}, observed={}, seconds=0.0, error="Boom: x"
+    )
+    assert mismatches(crashed) == ["error: Boom: x"]
+    # A verdict resting on figures beyond the table: everything observed is shown.
+    other = ScenarioResult(
+        name="7-load",
+        passed=False,
+        expected={"lost": 0},
+        observed={"lost": 0, "p99": 80},
+        seconds=1,
+    )
+    assert mismatches(other) == ["observed lost = 0", "observed p99 = 80"]
+
+
+def test_the_latency_advisory_relaxes_only_the_p99() -> None:
+    assert parse([]).latency_advisory is False
+    assert parse(["--latency-advisory"]).latency_advisory is True
+    slow = {"p99_ms": 80.6, "lost (recounted)": 0, "errors_5xx": 0, "sent": 600}
+    fast = {"p99_ms": 400.0, "lost (recounted)": 0, "errors_5xx": 0, "sent": 400}
+    assert not load.verdict(slow, fast, held=1000, advisory=False)
+    assert load.verdict(slow, fast, held=1000, advisory=True)
+    assert load.verdict({**slow, "p99_ms": 49.9}, fast, held=1000, advisory=False)
+    # Lost events, 5xx and a database that holds another count fail either way.
+    assert not load.verdict({**slow, "lost (recounted)": 1}, fast, held=1000, advisory=True)
+    assert not load.verdict(slow, {**fast, "errors_5xx": 2}, held=1000, advisory=True)
+    assert not load.verdict(slow, fast, held=999, advisory=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 
@@ -25,6 +26,7 @@ INFO = StackInfo(
     s3_endpoint_url="http://127.0.0.1:8333",
     s3_access_key="RAIKEY",
     s3_secret_key=SHELL_HOSTILE,
+    state_dir="/home/farm/level d/.rai",
 )
 
 
@@ -32,18 +34,20 @@ def test_environment_names_every_setting() -> None:
     assert set(INFO.environment()) == {
         "RAI_DATABASE_URL",
         "RAI_REDIS_URL",
+        "RAI_REDIS_REQUIRE_AOF",
         "RAI_TEMPORAL_ADDRESS",
         "RAI_TEMPORAL_UI_URL",
         "RAI_S3_ENDPOINT_URL",
         "RAI_S3_ACCESS_KEY",
         "RAI_S3_SECRET_KEY",
+        "RAI_STATE_DIR",
     }
     assert INFO.s3_secret_key not in repr(INFO)
 
 
 def test_export_lines_are_shell_quoted() -> None:
     lines = format_environment(INFO).splitlines()
-    assert len(lines) == 7
+    assert len(lines) == 9
     parsed = dict(shlex.split(line)[1].split("=", 1) for line in lines)
     assert parsed == INFO.environment()
 
@@ -97,3 +101,9 @@ def test_temporal_command_line(tmp_path: Path) -> None:
     ):
         assert part in joined
     assert "--headless" not in argv
+
+
+def test_a_reused_redis_is_not_held_to_the_append_only_rule() -> None:
+    assert INFO.environment()["RAI_REDIS_REQUIRE_AOF"] == "true"  # our own runs with AOF
+    reused = dataclasses.replace(INFO, redis_require_aof=False)
+    assert reused.environment()["RAI_REDIS_REQUIRE_AOF"] == "false"

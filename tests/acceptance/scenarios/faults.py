@@ -5,12 +5,14 @@
   lock is left, and the next start works.
 - S3 (the battery's SeaweedFS) stopped the moment the trained artifact appears, i.e. just
   before registration, and started again some seconds later -> registration retries, then the
-  run succeeds; stopped for good -> FAILED_DEAD_LETTERED with a dead letter.
+  run succeeds (a run the outage missed, registration having run without a failure, is
+  repeated, at most ``S3_TRIES`` times); stopped for good -> FAILED_DEAD_LETTERED with a dead
+  letter.
 - The Temporal dev server (with its database file) stopped mid-training and started again on
   the same port and file -> the run completes.
-
-Postgres restarted mid-ingest needs the ingest front door's 503 + Retry-After (issue 9); it is
-added when that lands.
+- Postgres (the battery's own cluster) stopped while a gateway client sends batches to
+  ``rai api`` and started again ``PG_OUTAGE_SECONDS`` later on the same port -> the API answers
+  503 with ``Retry-After`` meanwhile, the client retries, and every event sent is stored once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ from devstack.binaries import find_binary
 from devstack.net import free_port
 from domain.pipeline import PipelineInput, PipelineResult
 from starter import start_pipeline
+from tests.acceptance.ingest import (
+    batches,
+    deliver,
+    gateway_tenant,
+    numbered_events,
+    start_api,
+    stop_api,
+    stored_counts,
+)
 from tests.acceptance.report import ScenarioResult
 from tests.acceptance.stack import Stack, World
 from tests.temporal import STARTUP_TIMEOUT
@@ -41,6 +52,9 @@ from workflows.retrain import RetrainingPipeline
 
 NAME = "4-infrastructure-faults"
 S3_OUTAGE_SECONDS = 8.0
+S3_TRIES = 3
+PG_OUTAGE_SECONDS = 4.0
+PG_EVENTS, PG_BATCH = 12_000, 100
 
 
 async def wait_for(
@@ -221,6 +235,24 @@ async def s3_down_at_registration(stack: Stack, *, outage: float | None) -> dict
     }
 
 
+async def s3_down_briefly_at_registration(stack: Stack) -> dict[str, Any]:
+    """The ``S3_OUTAGE_SECONDS`` outage, injected again (up to ``S3_TRIES`` times) when it
+    missed registration: the step ran once, without a failure, either before SeaweedFS stopped
+    answering (it is stopped the moment the artifact appears, and stopping takes a moment) or
+    after it was back (the outage having hit the end of the training step instead). Such a run
+    tests nothing about registration; the verdict is the first run the outage did reach, and
+    the report says how many missed."""
+    missed = 0
+    while True:
+        row = await s3_down_at_registration(stack, outage=S3_OUTAGE_SECONDS)
+        observed = row["observed"]
+        reached = observed["registration"]["retried attempts"] > 0
+        if reached or observed["outcome"] != "SUCCEEDED_SHADOW" or missed + 1 >= S3_TRIES:
+            observed["runs where the outage missed registration"] = missed
+            return row
+        missed += 1
+
+
 async def start_temporal(port: int, db_file: Path) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
         port=port,
@@ -288,13 +320,72 @@ async def temporal_restarted_mid_training(stack: Stack) -> dict[str, Any]:
     }
 
 
+async def postgres_restarted_mid_ingest(stack: Stack) -> dict[str, Any]:
+    async with stack.world("postgres") as world:
+        tenant = await gateway_tenant(world, "postgres fault")
+        season = "pg-fault"
+        to_send = batches(numbered_events(tenant, season, PG_EVENTS), PG_BATCH)
+        api, url = await start_api(world.settings, free_port(), world.state / "api.log")
+        third = asyncio.Event()
+
+        def delivered(n: int) -> None:
+            if n >= len(to_send) // 3:
+                third.set()
+
+        async def restart() -> dict[str, Any]:
+            await third.wait()
+            began = time.monotonic()
+            await stack.postgres.stop()
+            was_down = not await listening(stack.postgres.port or 0)
+            await asyncio.sleep(PG_OUTAGE_SECONDS)
+            await stack.postgres.ensure_running()
+            return {"port closed while down": was_down, "down s": time.monotonic() - began}
+
+        try:
+            delivery, outage = await asyncio.gather(
+                deliver(url, tenant, to_send, on_delivered=delivered), restart()
+            )
+        finally:
+            await stop_api(api)
+        stored = await stored_counts(world, tenant.id, season)
+    sent = delivery.events
+    lost = sent - stored["distinct fields"]
+    answered_503 = delivery.answers[503]
+    without_retry_after = delivery.retry_after.get("None", 0)
+    taken = delivery.outcomes["ACCEPTED"] + delivery.outcomes["DUPLICATE"]
+    return {
+        "passed": outage["port closed while down"]
+        and answered_503 >= 1
+        and without_retry_after == 0
+        and not delivery.undelivered
+        and lost == 0
+        and stored["rows"] == sent
+        and taken == sent,
+        "expected": "503 + Retry-After while Postgres is down; the client retries; every event"
+        " stored once (0 lost, 0 duplicated)",
+        "observed": {
+            **delivery.summary(),
+            "stored rows": stored["rows"],
+            "stored distinct fields": stored["distinct fields"],
+            "lost": lost,
+            "duplicated": stored["rows"] - stored["distinct fields"],
+            "Postgres down s": round(outage["down s"], 1),
+            "port closed while down": outage["port closed while down"],
+        },
+    }
+
+
 FAULTS: tuple[tuple[str, Callable[[Stack], Awaitable[dict[str, Any]]]], ...] = (
     ("Redis restarted and flushed mid-run", redis_restarted_and_flushed),
     (
         f"S3 down {S3_OUTAGE_SECONDS:.0f} s at registration",
-        lambda stack: s3_down_at_registration(stack, outage=S3_OUTAGE_SECONDS),
+        s3_down_briefly_at_registration,
     ),
     ("S3 down for good at registration", lambda stack: s3_down_at_registration(stack, outage=None)),
+    (
+        f"Postgres down {PG_OUTAGE_SECONDS:.0f} s mid-ingest, then restarted",
+        postgres_restarted_mid_ingest,
+    ),
     ("Temporal dev server restarted mid-training", temporal_restarted_mid_training),
 )
 
@@ -314,7 +405,7 @@ async def run(stack: Stack, options: dict[str, Any]) -> ScenarioResult:
         name=NAME,
         passed=passed == len(details),
         expected={"faults survived": len(details)},
-        observed={"faults survived": passed, "not yet covered": ["Postgres restarted mid-ingest"]},
+        observed={"faults survived": passed},
         seconds=time.monotonic() - started,
         key_figure=f"{passed}/{len(details)} faults survived",
         details=details,

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from domain.pipeline import PipelineResult
+from domain.pipeline import PipelineResult, pipeline_workflow_id
 from domain.schedules import schedule_id
 from settings import Settings
 from starter import PipelineAlreadyRunning, Started, create_retrain_schedule, start_pipeline
@@ -85,9 +85,11 @@ async def tenant_workflows(client: Client, tenant: UUID) -> list[tuple[str, str]
     return found
 
 
-async def settled_outcomes(client: Client, tenant: UUID, *, expect_at_least: int) -> list[str]:
-    """The outcome of each of the tenant's pipeline workflows, once visibility lists them all
-    and every one has closed."""
+async def settled_outcomes(
+    client: Client, tenant: UUID, *, expect_at_least: int
+) -> list[tuple[str, str]]:
+    """(workflow id, outcome) of each of the tenant's pipeline workflows, once visibility lists
+    them all and every one has closed."""
     deadline = time.monotonic() + 600
     while True:
         runs = await tenant_workflows(client, tenant)
@@ -98,9 +100,9 @@ async def settled_outcomes(client: Client, tenant: UUID, *, expect_at_least: int
             statuses = [(await h.describe()).status for h in handles]
             if all(s is not WorkflowExecutionStatus.RUNNING for s in statuses):
                 outcomes = []
-                for handle in handles:
+                for (workflow_id, _), handle in zip(runs, handles, strict=True):
                     result = await handle.result()
-                    outcomes.append(result.outcome.value)
+                    outcomes.append((workflow_id, result.outcome.value))
                 return outcomes
         if time.monotonic() > deadline:
             raise TimeoutError(f"tenant {tenant}: {len(runs)} workflows, not all closed")
@@ -135,7 +137,8 @@ async def one_tenant_fifty_starts(world: World, client: Client) -> dict[str, Any
     said = await asyncio.gather(*starts)
     last_answer = time.time()
     # Triggers that the schedule's SKIP overlap policy swallowed start no workflow at all.
-    outcomes = await settled_outcomes(client, tenant, expect_at_least=1)
+    settled = await settled_outcomes(client, tenant, expect_at_least=1)
+    outcomes = [outcome for _, outcome in settled]
     closes = []
     for workflow_id, run_id in await tenant_workflows(client, tenant):
         described = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
@@ -152,6 +155,7 @@ async def one_tenant_fifty_starts(world: World, client: Client) -> dict[str, Any
         },
         "answers": {a: said.count(a) for a in sorted(set(said))},
         "workflows": len(outcomes),
+        "manual workflow won": (pipeline_workflow_id(tenant), "SUCCEEDED_SHADOW") in settled,
         "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))},
         "db": await counts(world, tenant),
         "every start answered before the first run closed": last_answer < winner_close,
@@ -243,44 +247,60 @@ async def run(stack: Stack, options: dict[str, Any]) -> ScenarioResult:
         async with running_workers(world.settings, client=client):
             parallel = await many_tenants(world, client, n)
     one = race["db"]
-    passed = (
-        race["every start answered before the first run closed"]
-        and one["training_runs"] == 1
-        and one["model_versions"] == 1
-        and race["outcomes"].get("SUCCEEDED_SHADOW") == 1
-        and race["answers"].get("started", 0) <= 1
-        and set(race["outcomes"]) <= {"SUCCEEDED_SHADOW", "SKIPPED_LOCKED"}
-        and parallel["outcomes"] == {"SUCCEEDED_SHADOW": n}
-        and parallel["tenants with exactly one run and one model"] == n
-        and parallel["results naming another tenant's model"] == 0
-    )
+    # A manual start is refused while the manual workflow id is open. When a schedule-started
+    # workflow wins the lease, the manual one ends SKIPPED_LOCKED within a second and a start
+    # that arrives after that (a `rai` process slow to boot) rightly starts another manual
+    # workflow, which also ends SKIPPED_LOCKED: so "started" may exceed 1. What M25 demands is
+    # one training run, one model and one winner, every other workflow a SKIPPED_LOCKED loser.
+    # A second "started" is right only after the first manual workflow lost: one that wins
+    # stays open while it trains, and every manual start meanwhile must be refused.
+    manual_starts = race["answers"].get("started", 0)
+    expected = {
+        "50 starts: training runs": 1,
+        "50 starts: all answered while the first run ran": True,
+        "50 starts: model versions": 1,
+        "50 starts: SUCCEEDED_SHADOW workflows": 1,
+        "50 starts: workflows that neither won nor ended SKIPPED_LOCKED": 0,
+        "50 starts: answers other than started, refused, triggered": 0,
+        "50 starts: a second manual start accepted while the manual workflow won": False,
+        f"{n} tenants: SUCCEEDED_SHADOW": n,
+        f"{n} tenants: each exactly one run and one model": n,
+        f"{n} tenants: cross-talk": 0,
+    }
+    observed = {
+        "50 starts: training runs": one["training_runs"],
+        "50 starts: all answered while the first run ran": race[
+            "every start answered before the first run closed"
+        ],
+        "50 starts: model versions": one["model_versions"],
+        "50 starts: SUCCEEDED_SHADOW workflows": race["outcomes"].get("SUCCEEDED_SHADOW", 0),
+        "50 starts: workflows that neither won nor ended SKIPPED_LOCKED": sum(
+            c
+            for o, c in race["outcomes"].items()
+            if o not in {"SUCCEEDED_SHADOW", "SKIPPED_LOCKED"}
+        ),
+        "50 starts: answers other than started, refused, triggered": sum(
+            c for a, c in race["answers"].items() if a not in {"started", "refused", "triggered"}
+        ),
+        "50 starts: a second manual start accepted while the manual workflow won": manual_starts > 1
+        and race["manual workflow won"],
+        f"{n} tenants: SUCCEEDED_SHADOW": parallel["outcomes"].get("SUCCEEDED_SHADOW", 0),
+        f"{n} tenants: each exactly one run and one model": parallel[
+            "tenants with exactly one run and one model"
+        ],
+        f"{n} tenants: cross-talk": parallel["results naming another tenant's model"],
+    }
+    passed = all(observed[key] == want for key, want in expected.items())
     return ScenarioResult(
         name=NAME,
         passed=passed,
-        expected={
-            "50 starts: training runs": 1,
-            "50 starts: all answered while the first run ran": True,
-            "50 starts: model versions": 1,
-            "50 starts: SUCCEEDED_SHADOW workflows": 1,
-            f"{n} tenants: SUCCEEDED_SHADOW": n,
-            f"{n} tenants: each exactly one run and one model": n,
-            f"{n} tenants: cross-talk": 0,
-        },
+        expected=expected,
         observed={
-            "50 starts: training runs": one["training_runs"],
-            "50 starts: model versions": one["model_versions"],
-            "50 starts: SUCCEEDED_SHADOW workflows": race["outcomes"].get("SUCCEEDED_SHADOW", 0),
+            **observed,
             "50 starts: answers": race["answers"],
             "50 starts: workflows and outcomes": race["outcomes"],
             "50 starts: split": race["starts"],
-            "50 starts: all answered while the first run ran": race[
-                "every start answered before the first run closed"
-            ],
-            f"{n} tenants: SUCCEEDED_SHADOW": parallel["outcomes"].get("SUCCEEDED_SHADOW", 0),
-            f"{n} tenants: each exactly one run and one model": parallel[
-                "tenants with exactly one run and one model"
-            ],
-            f"{n} tenants: cross-talk": parallel["results naming another tenant's model"],
+            f"{n} tenants: outcomes": parallel["outcomes"],
             "pipelines per minute": parallel["pipelines per minute"],
             "control-plane overhead p50 s": parallel["overhead p50 s"],
             "control-plane overhead p95 s": parallel["overhead p95 s"],
@@ -289,7 +309,8 @@ async def run(stack: Stack, options: dict[str, Any]) -> ScenarioResult:
         },
         seconds=time.monotonic() - started,
         key_figure=(
-            f"1 run from 50 starts; {n} tenants at {parallel['pipelines per minute']}/min,"
+            f"{one['training_runs']} training run(s) from 50 starts;"
+            f" {n} tenants at {parallel['pipelines per minute']}/min,"
             f" overhead p50 {parallel['overhead p50 s']} s / p95 {parallel['overhead p95 s']} s"
         ),
     )

@@ -1,7 +1,8 @@
 """Scenario 6, RLS penetration (M30): attacks on tenant B's rows by someone who holds a
-``rai_app`` connection acting for tenant A (or for nobody). Every attack must be refused (its
-SQLSTATE is listed) or see/change nothing; afterwards B's rows are fingerprinted again, as the
-administrator, and must be exactly what they were.
+``rai_app`` connection acting for tenant A (or for nobody), and by someone who holds the
+worker's metrics login, ``rai_metrics``. Every attack must be refused (its SQLSTATE is listed)
+or see/change nothing; afterwards B's rows are fingerprinted again, as the administrator, and
+must be exactly what they were.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncpg
 
 from db.integrity import record_check
 from db.repository import Database
-from settings import app_dsn_for
+from settings import app_dsn_for, metrics_dsn_for
 from tests.acceptance.report import ScenarioResult
 from tests.acceptance.scenarios import rls_http
 from tests.acceptance.stack import Stack, World
@@ -239,12 +240,37 @@ async def security_definer_functions(conn: asyncpg.Connection, t: Targets) -> st
 # How the penetration test calls each SECURITY DEFINER function rai_app may execute; a new
 # one fails the attack above until it is added here.
 SAMPLE_ARGUMENTS = {
-    "metrics_open_dead_letters()": "",
     "api_token_valid_elsewhere(text)": "repeat('0', 64)",
-    "metrics_cooldowns(timestamp with time zone,interval)": "now(), interval '7 days'",
-    "metrics_tenants()": "",
-    "metrics_active_training_runs(timestamp with time zone)": "now()",
 }
+
+# The metrics aggregates (migrations 0010 and 0011): every tenant's id, name and counts, for
+# the worker's metrics collector (rai_metrics) alone.
+METRICS_AGGREGATES = {
+    "metrics_open_dead_letters": "",
+    "metrics_cooldowns": "now(), interval '7 days'",
+    "metrics_tenants": "",
+    "metrics_active_training_runs": "now()",
+}
+
+
+async def call_metrics_aggregates(conn: asyncpg.Connection, t: Targets) -> str:
+    """Call each metrics aggregate by name as A: every call must be refused (42501); one that
+    answers is a leak, whether or not it names B today."""
+    await _as(conn, str(t.a))
+    answered, refusal = [], None
+    for name, arguments in METRICS_AGGREGATES.items():
+        try:
+            async with conn.transaction():  # a savepoint: one refusal does not end the attack
+                answer = await conn.fetch(f"SELECT * FROM rai.{name}({arguments})")
+        except asyncpg.InsufficientPrivilegeError as exc:
+            refusal = exc
+            continue
+        names_b = str(t.b) in str([dict(r) for r in answer])
+        answered.append(f"{name} answered{' (names B)' if names_b else ''}")
+    if answered:
+        raise Leak("; ".join(answered))
+    assert refusal is not None
+    raise refusal  # all four refused: reported with the SQLSTATE they were refused with
 
 
 async def temporary_view(conn: asyncpg.Connection, t: Targets) -> str:
@@ -395,6 +421,66 @@ async def write_status_history(conn: asyncpg.Connection, t: Targets) -> str:
     raise Leak("status history was written")
 
 
+# --- as rai_metrics: the worker's metrics login may call the aggregates and nothing else ---
+
+
+async def metrics_read_b_events(conn: asyncpg.Connection, t: Targets) -> str:
+    await _as(conn, str(t.b))
+    n = await conn.fetchval("SELECT count(*) FROM learning_events WHERE tenant_id = $1", t.b)
+    raise Leak(f"rai_metrics read {n} of B's events")
+
+
+async def metrics_read_tenants_with_aggregate_switch(conn: asyncpg.Connection, t: Targets) -> str:
+    """The setting the aggregates turn on for rai_owner's policy, turned on by the caller."""
+    await conn.execute("SELECT set_config('app.metrics_aggregate', 'on', true)")
+    rows = await conn.fetch("SELECT id, name FROM tenants")
+    raise Leak(f"rai_metrics read {len(rows)} tenant rows")
+
+
+async def metrics_read_b_audit_chain(conn: asyncpg.Connection, t: Targets) -> str:
+    await _as(conn, str(t.b))
+    n = await conn.fetchval("SELECT count(*) FROM integrity_checks WHERE tenant_id = $1", t.b)
+    raise Leak(f"rai_metrics read {n} of B's audit rows")
+
+
+async def metrics_insert_event_as_b(conn: asyncpg.Connection, t: Targets) -> str:
+    await _as(conn, str(t.b))
+    await conn.execute(
+        "INSERT INTO learning_events (tenant_id, season_id, field_id, payload, payload_sha256,"
+        " signature, key_id) VALUES ($1, 'x', 'y', '{}', repeat('0', 64),"
+        " decode(repeat('00', 64), 'hex'), $2)",
+        t.b,
+        t.b_key_id,
+    )
+    raise Leak("rai_metrics wrote an event into B")
+
+
+async def metrics_copy_b_events(conn: asyncpg.Connection, t: Targets) -> str:
+    sink = _Sink()
+    await conn.copy_from_table("learning_events", output=sink, schema_name="rai")
+    raise Leak(f"rai_metrics copied {len(bytes(sink.data).splitlines())} event rows")
+
+
+async def metrics_create_view(conn: asyncpg.Connection, t: Targets) -> str:
+    await conn.execute("CREATE VIEW rai.peek AS SELECT 1 AS x")
+    raise Leak("rai_metrics created a view in schema rai")
+
+
+async def metrics_call_tenant_lock(conn: asyncpg.Connection, t: Targets) -> str:
+    await conn.execute("SELECT rai.lock_tenant($1, 'integrity_checks')", t.b)
+    raise Leak("rai_metrics took B's audit-chain lock")
+
+
+async def metrics_set_role_app(conn: asyncpg.Connection, t: Targets) -> str:
+    await conn.execute("SET LOCAL ROLE rai_app")
+    raise Leak("rai_metrics became rai_app")
+
+
+async def metrics_set_role_owner(conn: asyncpg.Connection, t: Targets) -> str:
+    await conn.execute("SET LOCAL ROLE rai_owner")
+    raise Leak("rai_metrics became rai_owner")
+
+
 class _Sink:
     def __init__(self) -> None:
         self.data = bytearray()
@@ -438,6 +524,7 @@ SQL_ATTACKS: tuple[tuple[str, str, Attack], ...] = (
     ("settings", "SET row_security = off", row_security_off),
     ("functions", "call a SECURITY DEFINER trigger function", call_trigger_function),
     ("functions", "SECURITY DEFINER functions callable", security_definer_functions),
+    ("functions", "call the metrics aggregates as rai_app", call_metrics_aggregates),
     ("views", "temporary view over B's rows", temporary_view),
     ("views", "CREATE VIEW in schema rai", create_view_in_schema),
     ("create", "CREATE TABLE in schema public", create_table_in_public),
@@ -462,6 +549,23 @@ SQL_ATTACKS: tuple[tuple[str, str, Attack], ...] = (
     ("roles", "SET ROLE rai_owner", set_role_owner),
     ("roles", "SET ROLE postgres", set_role_superuser),
     ("roles", "SET SESSION AUTHORIZATION", set_session_authorization),
+)
+
+# Run over a rai_metrics connection (the worker's metrics login).
+METRICS_LOGIN_ATTACKS: tuple[tuple[str, str, Attack], ...] = (
+    ("metrics login", "rai_metrics reads B's events", metrics_read_b_events),
+    (
+        "metrics login",
+        "rai_metrics reads tenants with the aggregates' switch on",
+        metrics_read_tenants_with_aggregate_switch,
+    ),
+    ("metrics login", "rai_metrics reads B's audit chain", metrics_read_b_audit_chain),
+    ("metrics login", "rai_metrics INSERTs an event into B", metrics_insert_event_as_b),
+    ("metrics login", "rai_metrics COPYs the events out", metrics_copy_b_events),
+    ("metrics login", "rai_metrics CREATEs a view in schema rai", metrics_create_view),
+    ("metrics login", "rai_metrics takes B's tenant lock", metrics_call_tenant_lock),
+    ("metrics login", "rai_metrics SET ROLE rai_app", metrics_set_role_app),
+    ("metrics login", "rai_metrics SET ROLE rai_owner", metrics_set_role_owner),
 )
 
 
@@ -609,6 +713,15 @@ async def run(stack: Stack, options: dict[str, Any]) -> ScenarioResult:
         )
         try:
             for category, name, attack in SQL_ATTACKS:
+                row = await _attack(conn, targets, attack)
+                details.append({"via": "sql", "category": category, "attack": name, **row})
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(
+            metrics_dsn_for(world.admin_dsn), server_settings={"search_path": "rai"}
+        )
+        try:
+            for category, name, attack in METRICS_LOGIN_ATTACKS:
                 row = await _attack(conn, targets, attack)
                 details.append({"via": "sql", "category": category, "attack": name, **row})
         finally:

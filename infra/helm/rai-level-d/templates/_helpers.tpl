@@ -155,6 +155,16 @@ securityContext:
       key: {{ .Values.database.appPasswordKey }}
 {{- end -}}
 
+{{/* The workers' metrics collector reads the cross-tenant gauges as rai_metrics (the same
+     server and database, settings.metrics_dsn_for); the API never gets this password. */}}
+{{- define "rai.metricsDatabaseEnv" -}}
+- name: RAI_METRICS_DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.existingSecret }}
+      key: {{ .Values.database.metricsPasswordKey }}
+{{- end -}}
+
 {{- define "rai.s3Env" -}}
 - name: RAI_S3_ENDPOINT_URL
   value: {{ .Values.s3.endpointUrl | quote }}
