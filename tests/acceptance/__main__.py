@@ -145,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         f" report in {args.out / 'acceptance-report.md'}",
         file=sys.stderr,
     )
+    # Once more at the very end, where a log cut in the middle (a CI summary) still shows it.
+    for result in results:
+        if not result.passed:
+            print(f"acceptance: FAILED {result.name} ({result.key_figure})", file=sys.stderr)
+            for line in mismatches(result):
+                print(f"acceptance: FAILED {result.name}   {line}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.acceptance.__main__ as acceptance_main
 from tests.acceptance.__main__ import SCENARIOS, mismatches, parse
 from tests.acceptance.report import JSON_NAME, MARKDOWN_NAME, ScenarioResult, write_report
 from tests.acceptance.scenarios import load
@@ -87,3 +88,26 @@ def test_the_latency_advisory_relaxes_only_the_p99() -> None:
     assert not load.verdict({**slow, "lost (recounted)": 1}, fast, held=1000, advisory=True)
     assert not load.verdict(slow, {**fast, "errors_5xx": 2}, held=1000, advisory=True)
     assert not load.verdict(slow, fast, held=999, advisory=True)
+
+
+def test_the_end_of_the_output_repeats_why_each_failed_scenario_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = [
+        ScenarioResult("1-happy-path", True, {"runs": 1}, {"runs": 1}, 1.0, "fine"),
+        ScenarioResult("5-races", False, {"runs": 1}, {"runs": 2}, 1.0, "2 runs"),
+    ]
+
+    async def battery(args: object) -> list[ScenarioResult]:
+        return results
+
+    monkeypatch.setattr(acceptance_main, "run_battery", battery)
+    assert acceptance_main.main(["--out", str(tmp_path)]) == 1
+    tail = capsys.readouterr().err.splitlines()[-2:]
+    assert tail == [
+        "acceptance: FAILED 5-races (2 runs)",
+        "acceptance: FAILED 5-races   expected runs = 1, observed 2",
+    ]
+    results.pop()
+    assert acceptance_main.main(["--out", str(tmp_path)]) == 0
+    assert "FAILED" not in capsys.readouterr().err

@@ -52,6 +52,7 @@ from worker import running_workers
 NAME = "3-kill-api-and-trainer"
 API_EVENTS, API_BATCH, API_CONNECTIONS = 20_000, 100, 6
 TRAINER_GPU_SECONDS = 10.0
+KILL_LOOK_SECONDS = 10.0
 
 
 def children(pid: int) -> list[int]:
@@ -67,6 +68,42 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return inodes
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(descriptor)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
+def requests_in_flight(pid: int, port: int) -> int:
+    """How many established TCP connections to ``port`` process ``pid`` is serving: with a
+    fresh connection per request (the client's ``force_close``), each is a request the process
+    has accepted and not yet finished answering."""
+    held = socket_inodes(pid)
+    established = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and int(fields[9]) in held:
+                established += 1
+    return established
 
 
 def api_workers(supervisor: int) -> list[int]:
@@ -93,7 +130,16 @@ async def api_killed_mid_batch(stack: Stack) -> dict[str, Any]:
 
         async def kill_one_worker() -> dict[str, Any]:
             await third.wait()
-            victim = workers_before[0]
+            # Mid-batch: kill a worker while it holds a request (polled; the first one seen
+            # serving one), not whichever worker happens to be idle at the third batch.
+            victim, in_flight = workers_before[0], 0
+            looking_until = time.monotonic() + KILL_LOOK_SECONDS
+            while time.monotonic() < looking_until:
+                serving = {pid: requests_in_flight(pid, port) for pid in workers_before}
+                victim, in_flight = max(serving.items(), key=lambda item: item[1])
+                if in_flight:
+                    break
+                await asyncio.sleep(0.001)
             os.kill(victim, signal.SIGKILL)
             killed = time.monotonic()
             code = await asyncio.wait_for(api.wait(), 60)
@@ -102,6 +148,7 @@ async def api_killed_mid_batch(stack: Stack) -> dict[str, Any]:
             restarted.append(again)
             return {
                 "killed worker pid": victim,
+                "requests it was serving when killed": in_flight,
                 "rai api exit code after the kill": code,
                 "rai api stopped after s": round(down - killed, 1),
                 "restarted API serving after s": round(time.monotonic() - killed, 1),
