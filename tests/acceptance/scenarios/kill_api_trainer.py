@@ -72,7 +72,7 @@ def cmdline(pid: int) -> str:
 
 def socket_inodes(pid: int) -> set[int]:
     """The inodes of the sockets process ``pid`` holds open."""
-    inodes = set()
+    inodes: set[int] = set()
     try:
         descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
