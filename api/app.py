@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import UUID
@@ -198,11 +197,10 @@ def create_app(deps: ApiDependencies) -> FastAPI:
         tenant = await authorized_tenant(deps.db, deps.limits, tenant_id, request)
         events = batch_events(await read_json_body(request, deps.limits), deps.limits)
         results = await deps.events.ingest(tenant, events)
-        counts = Counter(result.outcome for result in results)
         return JSONResponse(
             {
                 "tenant_id": str(tenant),
-                "counts": {outcome.value: counts[outcome] for outcome in EventOutcome},
+                "counts": {outcome.value: n for outcome, n in results.counts.items()},
                 "results": [
                     {
                         "index": r.index,

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, overload
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -80,6 +80,40 @@ class EventResult:
     field_id: str
     outcome: EventOutcome
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestedBatch(Sequence[EventResult]):
+    """One batch's results in the batch's order (it is the sequence of them) and how many
+    events had each outcome, every outcome present: counted once, for the batch's audit row,
+    the ingest metric and the API's answer."""
+
+    results: tuple[EventResult, ...]
+    counts: Mapping[EventOutcome, int]
+
+    @classmethod
+    def of(cls, results: Sequence[EventResult]) -> IngestedBatch:
+        counted = Counter(result.outcome for result in results)
+        return cls(tuple(results), {outcome: counted[outcome] for outcome in EventOutcome})
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @overload
+    def __getitem__(self, index: int) -> EventResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[EventResult, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> EventResult | tuple[EventResult, ...]:
+        return self.results[index]
+
+    def refused(self) -> list[EventResult]:
+        """The events not stored and not already stored: REJECTED or CONFLICT."""
+        return [r for r in self.results if r.outcome in _REFUSED]
+
+
+_REFUSED: Final = (EventOutcome.REJECTED, EventOutcome.CONFLICT)
 
 
 @dataclass(frozen=True)
@@ -222,16 +256,19 @@ class LearningEventService:
 
     async def ingest(
         self, tenant_id: UUID, events: Sequence[IncomingEvent | MalformedEvent]
-    ) -> list[EventResult]:
+    ) -> IngestedBatch:
         started = time.monotonic()
-        results = await self._ingest(tenant_id, events)
-        counts = Counter(result.outcome.value for result in results)
-        self._metrics.events_ingested(str(tenant_id), counts, time.monotonic() - started)
-        return results
+        batch = await self._ingest(tenant_id, events)
+        self._metrics.events_ingested(
+            str(tenant_id),
+            {outcome.value: n for outcome, n in batch.counts.items()},
+            time.monotonic() - started,
+        )
+        return batch
 
     async def _ingest(
         self, tenant_id: UUID, events: Sequence[IncomingEvent | MalformedEvent]
-    ) -> list[EventResult]:
+    ) -> IngestedBatch:
         results: dict[int, EventResult] = {}
 
         def reject(index: int, event: IncomingEvent | MalformedEvent, reason: str) -> None:
@@ -344,16 +381,16 @@ class LearningEventService:
                 slot = (valid.event.season_id, valid.event.field_id)
                 results[valid.index] = _result(valid, replay_outcome(stored[slot], valid.sha256))
 
-            ordered = [results[index] for index in range(len(events))]
-            counts = Counter(result.outcome.value for result in ordered)
+            batch = IngestedBatch.of([results[index] for index in range(len(events))])
+            refused = batch.refused()
             await record_check(
                 conn,
                 tenant_id,
                 "events.ingest",
                 f"batch:{len(events)}",
-                "OK" if not (counts["REJECTED"] or counts["CONFLICT"]) else "PARTIAL",
+                "PARTIAL" if refused else "OK",
                 {
-                    "counts": dict(counts),
+                    "counts": {o.value: n for o, n in batch.counts.items() if n},
                     "refused": [
                         {
                             "index": r.index,
@@ -362,12 +399,11 @@ class LearningEventService:
                             "outcome": r.outcome.value,
                             "reason": r.reason,
                         }
-                        for r in ordered
-                        if r.outcome in (EventOutcome.REJECTED, EventOutcome.CONFLICT)
-                    ][:100],
+                        for r in refused[:100]
+                    ],
                 },
             )
-        return ordered
+        return batch
 
 
 def _result(valid: _Valid, outcome: EventOutcome) -> EventResult:

@@ -18,8 +18,15 @@ from domain.documents import (
     event_signed_bytes_and_payload_sha256,
     payload_sha256,
 )
+from domain.policies import EventOutcome
 from domain.signing import DocumentKind, Signer, signed_bytes
-from services.events import IncomingEvent, MalformedEvent, parse_event
+from services.events import (
+    EventResult,
+    IncomingEvent,
+    IngestedBatch,
+    MalformedEvent,
+    parse_event,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -96,3 +103,28 @@ def test_anything_else_is_judged_without_raising(raw: Any) -> None:
         assert parsed.reason.startswith("schema error: ")
         json.dumps(parsed.reason, ensure_ascii=False).encode("utf-8")  # can be answered
         assert "\x00" not in parsed.season_id + parsed.field_id + parsed.reason
+
+
+def test_a_batch_counts_each_outcome_once_and_is_the_sequence_of_its_results() -> None:
+    results = [
+        EventResult(0, "s", "a", EventOutcome.ACCEPTED),
+        EventResult(1, "s", "b", EventOutcome.REJECTED, "bad signature"),
+        EventResult(2, "s", "a", EventOutcome.DUPLICATE),
+        EventResult(3, "s", "c", EventOutcome.ACCEPTED),
+    ]
+    batch = IngestedBatch.of(results)
+    assert dict(batch.counts) == {
+        EventOutcome.ACCEPTED: 2,
+        EventOutcome.DUPLICATE: 1,
+        EventOutcome.CONFLICT: 0,  # every outcome present, zeros included
+        EventOutcome.REJECTED: 1,
+    }
+    assert list(batch.counts) == list(EventOutcome)
+    assert len(batch) == 4
+    assert list(batch) == results
+    assert batch[1] is results[1]
+    assert batch[1:3] == tuple(results[1:3])
+    (only,) = IngestedBatch.of(results[:1])  # unpacks like the list it replaced
+    assert only is results[0]
+    assert batch.refused() == [results[1]]
+    assert sum(IngestedBatch.of([]).counts.values()) == 0
