@@ -4,7 +4,7 @@ run's S3 server, and the run's two Temporal servers (tests/temporal.py)."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
@@ -18,6 +18,7 @@ from domain.signing import Signer
 from settings import Settings, app_dsn_for, with_database
 from tests.integration.services_env import ServicesEnv
 from tests.pg import cloned_database, create_template, drop_database, shared_tempdir
+from tests.ports import refusing_port
 from tests.s3 import private_s3
 from tests.temporal import SharedTimeSkippingServer, dev_server
 
@@ -142,3 +143,10 @@ async def time_skipping(
     """
     yield await time_skipping_server.environment()
     await time_skipping_server.after_test()
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port every connection to is refused, held for the test (``tests.ports``)."""
+    with refusing_port() as port:
+        yield port

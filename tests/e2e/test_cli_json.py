@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -197,7 +196,9 @@ async def listed_within(
         await asyncio.sleep(0.5)
 
 
-async def test_every_reporting_command_prints_one_json_document(world: World) -> None:
+async def test_every_reporting_command_prints_one_json_document(
+    world: World, refused_port: int
+) -> None:
     env, commands, covered = world.env, reporting_commands(), set()
 
     async def run(*argv: str, fresh: bool = False) -> dict[str, Any]:
@@ -320,7 +321,7 @@ async def test_every_reporting_command_prints_one_json_document(world: World) ->
     )
     assert (downloaded["out"], downloaded["sha256"]) == (str(artifact), artifact_sha256)
     assert hashlib.sha256(artifact.read_bytes()).hexdigest() == artifact_sha256
-    nowhere = closed_port()
+    nowhere = refused_port
     offline = {
         **{k: v for k, v in env.items() if not k.startswith("RAI_")},
         "RAI_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{nowhere}/none",
@@ -502,15 +503,9 @@ async def test_status_answers_without_a_worker(world: World) -> None:
         await world.temporal.client.get_workflow_handle(started["workflow_id"]).terminate("test")
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def test_an_unreachable_service_exits_4(world: World) -> None:
+async def test_an_unreachable_service_exits_4(world: World, refused_port: int) -> None:
     tenant = str(uuid4())
-    port = closed_port()
+    port = refused_port
     no_postgres = rai_environment(
         world.settings.model_copy(update={"app_database_url": None}),
         RAI_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{port}/rai",

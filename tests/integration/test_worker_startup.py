@@ -27,6 +27,7 @@ from services.startup import (
     redis_problem,
 )
 from settings import Settings
+from tests.ports import refusing_port
 
 pytestmark = pytest.mark.integration
 
@@ -168,7 +169,8 @@ async def test_redis_must_keep_the_lease(redis_servers: dict[str, str]) -> None:
     assert "RAI_REDIS_REQUIRE_AOF=false" in evicting
     # A development Redis, allowed explicitly.
     assert await redis_problem(settings("no-aof", redis_require_aof=False)) is None
-    unreachable = await redis_problem(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    with refusing_port() as port:
+        unreachable = await redis_problem(Settings(redis_url=f"redis://127.0.0.1:{port}/0"))
     assert unreachable is not None
     assert unreachable.startswith("cannot check the Redis at")
     assert "(RAI_REDIS_URL)" in unreachable
