@@ -22,7 +22,7 @@ from tests.ports import refusing_port
 from tests.s3 import private_s3
 from tests.temporal import SharedTimeSkippingServer, dev_server
 
-pytest_plugins = ("tests.hangs",)
+pytest_plugins = ("tests.hangs", "tests.schedule")
 
 
 async def _reachable(dsn: str) -> bool:
