@@ -69,10 +69,15 @@ def _become_rai(request: dict[str, object]) -> int:
 def serve() -> None:
     """The fork server: one JSON request a line on stdin, answered with the child's pid and
     then its exit code (negative: the signal that ended it), one JSON line each."""
+    from adapters.processes import freeze_start_up_heap
     from cli.main import GROUPS
 
     for module in ("cli.main", *GROUPS.values()):
         importlib.import_module(module)
+    # What the imports made is never garbage: out of the cyclic collector's sight, so that a
+    # child's exit-time gc.collect() (cli.main) walks only what its command made, and forking
+    # does not copy the pages of the imports' objects when the collector would touch them.
+    freeze_start_up_heap()
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     for line in requests:
         request = json.loads(line)
