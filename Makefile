@@ -2,9 +2,10 @@
 SHELL := /bin/bash
 VENV := .venv
 # pytest processes for `make test` (pytest-xdist); each starts its own servers (see README).
-# Two per core: most tests spend most of their time waiting for servers, subprocesses and
-# Temporal, so with one per core the cores sit idle more than half of the run.
-TEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc) )))
+# Three per core: most tests spend most of their time waiting for servers, subprocesses and
+# Temporal, so with fewer the cores sit idle; with more, the servers each process starts cost
+# more than they save (2 cores: 4 processes 211-222 s, 6 188 s, 8 211 s).
+TEST_WORKERS ?= $(shell echo $$(( 3 * $$(nproc) )))
 
 # Options of the acceptance battery (`python -m tests.acceptance --help`); none: every
 # scenario, the load one for the full 600 s.
