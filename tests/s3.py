@@ -4,6 +4,7 @@ keys; stopped (and its directory removed) at the end."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 import tempfile
@@ -13,10 +14,13 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from devstack.errors import BinaryNotFoundError, StackError
 from devstack.seaweed import SeaweedS3, generate_credentials
 from settings import Settings
 
 REGION = "us-east-1"
+START_ATTEMPTS = 3
+log = logging.getLogger(__name__)
 
 
 def _distinct_free_ports(count: int) -> list[int]:
@@ -33,20 +37,42 @@ def _distinct_free_ports(count: int) -> list[int]:
 
 @asynccontextmanager
 async def private_s3() -> AsyncIterator[Settings]:
-    """Settings whose ``s3_*`` fields point at a SeaweedFS server of our own."""
-    root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="rai-test-s3-"))
-    s3, master, volume, filer = _distinct_free_ports(4)
+    """Settings whose ``s3_*`` fields point at a SeaweedFS server of our own.
+
+    Its ports are free when chosen, but another pytest process starting its own servers, or an
+    outgoing connection, may take one before weed binds it: the start-up check finds it in
+    use, or weed exits during start-up. A failed start is retried on newly chosen ports
+    (``START_ATTEMPTS`` in all), with a warning that carries weed's log tail; a missing
+    ``weed`` binary, or the last attempt's failure, is raised."""
     credentials = generate_credentials()
-    server = SeaweedS3(
-        root,
-        http_ports={"s3": s3, "master": master, "volume": volume, "filer": filer},
-        credentials=credentials,
-        region=REGION,
-        start_timeout=60,
-        stop_grace=3,
-    )
+    for attempt in range(1, START_ATTEMPTS + 1):
+        root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="rai-test-s3-"))
+        s3, master, volume, filer = _distinct_free_ports(4)
+        server = SeaweedS3(
+            root,
+            http_ports={"s3": s3, "master": master, "volume": volume, "filer": filer},
+            credentials=credentials,
+            region=REGION,
+            start_timeout=60,
+            stop_grace=3,
+        )
+        try:
+            record = await server.ensure_running()
+        except StackError as exc:
+            await server.stop()
+            await asyncio.to_thread(shutil.rmtree, root, ignore_errors=True)
+            if attempt == START_ATTEMPTS or isinstance(exc, BinaryNotFoundError):
+                raise
+            log.warning(
+                "SeaweedFS start %d of %d failed (%s); log tail:\n%s\nstarting it on other ports",
+                attempt,
+                START_ATTEMPTS,
+                exc,
+                exc.log_tail,
+            )
+            continue
+        break
     try:
-        record = await server.ensure_running()
         yield Settings(
             s3_endpoint_url=server.url(record),
             s3_region=REGION,
