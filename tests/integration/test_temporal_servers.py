@@ -6,9 +6,16 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from domain.promotion import EvaluationInput
-from tests.temporal import SharedTimeSkippingServer, clock_skips
+from tests.temporal import (
+    START_ATTEMPTS,
+    SharedTimeSkippingServer,
+    clock_skips,
+    start_time_skipping_server,
+    started,
+)
 from workflows.promotion import ShadowEvaluation
 
 pytestmark = pytest.mark.integration
@@ -35,3 +42,29 @@ async def test_a_stuck_clock_gets_the_next_test_a_new_server() -> None:
         assert await server.environment() is second, "a healthy server was replaced"
     finally:
         await server.close()
+
+
+async def test_a_server_start_that_fails_is_tried_again_and_the_last_failure_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tries: list[int] = []
+    real = await start_time_skipping_server()
+    try:
+
+        async def flaky() -> WorkflowEnvironment:
+            tries.append(len(tries) + 1)
+            if len(tries) < START_ATTEMPTS:
+                raise RuntimeError("the server exited: address already in use")
+            return real
+
+        assert await started(flaky, "a flaky server") is real
+        assert tries == list(range(1, START_ATTEMPTS + 1))
+        assert caplog.text.count("a flaky server start") == START_ATTEMPTS - 1
+    finally:
+        await real.shutdown()
+
+    async def never() -> WorkflowEnvironment:
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError, match="no"):
+        await started(never, "a dead server")
