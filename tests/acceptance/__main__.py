@@ -80,6 +80,12 @@ def mismatches(result: ScenarioResult) -> list[str]:
         lines.append(f"error: {result.error}")
     if not lines:  # the verdict rests on figures beyond the expected table: show them all
         lines = [f"observed {key} = {value!r}" for key, value in result.observed.items()]
+    # And every row of the details that failed (a step, a part, an attack), whole.
+    lines += [
+        "failed: " + ", ".join(f"{key} = {value!r}" for key, value in row.items())
+        for row in result.details
+        if row.get("passed") is False
+    ]
     return lines
 
 

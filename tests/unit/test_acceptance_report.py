@@ -74,6 +74,22 @@ def test_a_failed_scenario_says_what_it_expected_and_saw() -> None:
         seconds=1,
     )
     assert mismatches(other) == ["observed lost = 0", "observed p99 = 80"]
+    # The rows of the details that failed are shown whole; the ones that passed are not.
+    stepped = ScenarioResult(
+        name="2-kill",
+        passed=False,
+        expected={"steps survived": 2},
+        observed={"steps survived": 1},
+        seconds=1,
+        details=[
+            {"killed during": "snapshot", "passed": True, "attempts": 2},
+            {"killed during": "promotion", "passed": False, "attempts": 1},
+        ],
+    )
+    assert mismatches(stepped) == [
+        "expected steps survived = 2, observed 1",
+        "failed: killed during = 'promotion', passed = False, attempts = 1",
+    ]
 
 
 def test_the_latency_advisory_relaxes_only_the_p99() -> None:

@@ -35,6 +35,7 @@ the outcome from Temporal.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
@@ -108,12 +109,26 @@ async def job_running(world: World, started: Started, tenant: UUID) -> bool:
     return bool(status == "RUNNING")
 
 
+def tenant_job_results(jobs: Path, tenant: UUID) -> list[Path]:
+    """The result files of ``tenant``'s jobs in the local runner's ``jobs`` directory (every
+    run of the scenario shares it: an earlier run's result is not this run's)."""
+    found = []
+    for result in jobs.glob("*/result.json"):
+        try:
+            spec = json.loads((result.parent / "spec.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if spec.get("origin", {}).get("tenant_id") == str(tenant):
+            found.append(result)
+    return found
+
+
 async def job_finished_unclaimed(world: World, started: Started, tenant: UUID) -> bool:
-    """The job wrote its result and called back, the training step has not finished yet."""
-    results = list((world.state / "jobs").glob("*/result.json"))
-    return bool(results) and await activity_started(ActivityName.TRAIN_MODEL)(
-        world, started, tenant
-    )
+    """This run's job wrote its result and called back, the training step has not finished
+    yet."""
+    return bool(tenant_job_results(world.state / "jobs", tenant)) and await activity_started(
+        ActivityName.TRAIN_MODEL
+    )(world, started, tenant)
 
 
 def waits_for_lock(name: str, statement: str) -> Probe:
