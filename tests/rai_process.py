@@ -27,7 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from settings import Settings
+from tests.environment import rai_environment
+
 RAI = Path(sys.executable).with_name("rai")
+STOP_GRACE_SECONDS = 60.0
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
@@ -171,6 +175,32 @@ FORK_SERVER = ForkServer()
 async def run_rai(env: Mapping[str, str], argv: Sequence[str], *, within: float) -> Finished:
     """``rai ARGV`` forked from the test process's fork server (``ForkServer.run``)."""
     return await FORK_SERVER.run(env, argv, within)
+
+
+async def start_worker(settings: Settings, log: Path) -> asyncio.subprocess.Process:
+    """A real ``rai worker`` process on ``settings`` (as ``RAI_*`` variables), its output
+    appended to ``log``: for the tests that kill, replace or watch it as a process."""
+    with log.open("ab") as handle:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cli.main",
+            "worker",
+            env=rai_environment(settings),
+            stdout=handle,
+            stderr=handle,
+        )
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL after ``STOP_GRACE_SECONDS``; nothing if it has exited."""
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 if __name__ == "__main__":

@@ -19,11 +19,20 @@ import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = Path(__file__).resolve().parent / "file_durations.json"
+
+
+class _Test(Protocol):
+    @property
+    def nodeid(self) -> str: ...
+
+
+_T = TypeVar("_T", bound=_Test)
 
 
 def recorded_seconds(record: Path = RECORD) -> dict[str, float]:
@@ -35,7 +44,7 @@ def recorded_seconds(record: Path = RECORD) -> dict[str, float]:
     return {str(path): float(seconds) for path, seconds in data.items()}
 
 
-def longest_files_first(items: list[pytest.Item], seconds: dict[str, float]) -> None:
+def longest_files_first(items: list[_T], seconds: dict[str, float]) -> None:
     """Sort ``items`` in place: by their file's recorded seconds, longest first; a file's own
     tests keep their order, and files with equal (or no) records keep collection order."""
     items.sort(key=lambda item: -seconds.get(item.nodeid.split("::", 1)[0], 0.0))

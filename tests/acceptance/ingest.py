@@ -137,16 +137,6 @@ async def start_api(
     return process, line.split()[3]
 
 
-async def stop_api(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 60)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
 @dataclass
 class Delivery:
     """What the client saw while delivering its batches."""

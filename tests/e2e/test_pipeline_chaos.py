@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from pathlib import Path
 from uuid import UUID
 
@@ -13,32 +12,14 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from domain.pipeline import PipelineInput, PipelineOutcome, PipelineResult
-from settings import Settings
 from starter import PipelineAlreadyRunning, Started, start_pipeline
 from tests.e2e.support import worker_settings
-from tests.environment import rai_environment
 from tests.integration.services_env import ServicesEnv
+from tests.rai_process import start_worker
 from worker import running_workers
 from workflows.retrain import RetrainingPipeline
 
 pytestmark = pytest.mark.e2e
-
-
-async def start_worker(settings: Settings, log: Path) -> asyncio.subprocess.Process:
-    handle = log.open("ab")
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cli.main",
-            "worker",
-            env=rai_environment(settings),
-            stdout=handle,
-            stderr=handle,
-        )
-    finally:
-        handle.close()
-    return process
 
 
 async def training_runs(env: ServicesEnv, tenant: UUID) -> list[tuple[str, str | None]]:

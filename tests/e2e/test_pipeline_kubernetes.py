@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from domain.training import TrainingResult
 from settings import Settings
 from starter import start_pipeline
 from tests.e2e.support import worker_settings
-from tests.environment import rai_environment
 from tests.integration.services_env import ServicesEnv
 from tests.k8s_fake import FakeKubernetes
+from tests.rai_process import start_worker
 from worker import running_workers
 
 pytestmark = pytest.mark.e2e
@@ -130,19 +129,6 @@ def cluster_jobs(cluster: FakeKubernetes) -> list[tuple[str, Any]]:
         (job["metadata"]["name"], job.get("status", {}).get("conditions"))
         for job in cluster.list_objects("jobs", NAMESPACE)
     ]
-
-
-async def start_worker(settings: Settings, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as handle:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cli.main",
-            "worker",
-            env=rai_environment(settings),
-            stdout=handle,
-            stderr=handle,
-        )
 
 
 async def test_a_worker_killed_while_its_job_runs_is_replaced_without_a_second_job(

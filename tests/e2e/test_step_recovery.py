@@ -20,8 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 from domain.pipeline import ActivityName, PipelineOutcome, PipelineResult
 from starter import start_pipeline
 from tests.e2e.support import worker_settings
-from tests.e2e.test_pipeline_chaos import start_worker
 from tests.integration.services_env import ServicesEnv
+from tests.rai_process import start_worker
 
 pytestmark = pytest.mark.e2e
 

@@ -40,7 +40,7 @@ def test_files_go_longest_first_and_keep_their_own_order() -> None:
         "tests/e2e/test_slow.py": 60.0,
         "tests/integration/test_mid.py": 20.0,
     }
-    longest_files_first(items, seconds)  # type: ignore[arg-type]
+    longest_files_first(items, seconds)
     assert [item.nodeid for item in items] == [
         "tests/e2e/test_slow.py::first",
         "tests/e2e/test_slow.py::second",

@@ -41,11 +41,11 @@ from tests.acceptance.ingest import (
     gateway_tenant,
     numbered_events,
     start_api,
-    stop_api,
     stored_counts,
 )
 from tests.acceptance.report import ScenarioResult
 from tests.acceptance.stack import Stack, World
+from tests.rai_process import stop_process
 from tests.temporal import STARTUP_TIMEOUT
 from worker import running_workers
 from workflows.retrain import RetrainingPipeline
@@ -346,7 +346,7 @@ async def postgres_restarted_mid_ingest(stack: Stack) -> dict[str, Any]:
                 deliver(url, tenant, to_send, on_delivered=delivered), restart()
             )
         finally:
-            await stop_api(api)
+            await stop_process(api)
         stored = await stored_counts(world, tenant.id, season)
     sent = delivery.events
     lost = sent - stored["distinct fields"]

@@ -38,7 +38,6 @@ from typing import Any
 from api.server import training_callback_url
 from devstack.net import free_port
 from services.demo import season_events
-from settings import Settings
 from tests.acceptance.ingest import (
     GatewayTenant,
     batches,
@@ -47,12 +46,11 @@ from tests.acceptance.ingest import (
     gateway_tenant,
     rai_json,
     start_api,
-    stop_api,
 )
 from tests.acceptance.report import ScenarioResult
 from tests.acceptance.stack import Stack, World
-from tests.environment import rai_environment
 from tests.k8s_fake import FakeKubernetes
+from tests.rai_process import start_worker, stop_process
 
 NAME = "1-happy-path"
 RUNNERS = ("kubernetes", "local")
@@ -75,29 +73,6 @@ async def poll(
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {within:.0f} s for {what}; last seen: {found}")
         await asyncio.sleep(0.5)
-
-
-async def start_worker(settings: Settings, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as handle:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cli.main",
-            "worker",
-            env=rai_environment(settings),
-            stdout=handle,
-            stderr=handle,
-        )
-
-
-async def stop_process(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 60)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
 
 
 async def verify_offline(
@@ -199,7 +174,7 @@ async def one_cycle(stack: Stack, runner: str) -> dict[str, Any]:
         tenant_id = str(tenant.id)
         await rai_json(settings, "keys", "platform", "register", "--tenant", tenant_id)
         api, url = await start_api(settings, free_port(), world.state / "api.log")
-        running.push_async_callback(stop_api, api)
+        running.push_async_callback(stop_process, api)
         lap("tenant, keys, token, api")
         sent = await send_seasons(url, tenant)
         lap("events over HTTP")

@@ -35,7 +35,6 @@ from tests.acceptance.ingest import (
     gateway_tenant,
     numbered_events,
     start_api,
-    stop_api,
     stored_counts,
 )
 from tests.acceptance.report import ScenarioResult
@@ -47,6 +46,7 @@ from tests.acceptance.scenarios.faults import (
     wait_for,
 )
 from tests.acceptance.stack import Stack
+from tests.rai_process import stop_process
 from worker import running_workers
 
 NAME = "3-kill-api-and-trainer"
@@ -160,9 +160,9 @@ async def api_killed_mid_batch(stack: Stack) -> dict[str, Any]:
                 kill_one_worker(),
             )
         finally:
-            await stop_api(api)
+            await stop_process(api)
             for process in restarted:
-                await stop_api(process)
+                await stop_process(process)
         stored = await stored_counts(world, tenant.id, season)
     sent = delivery.events
     lost = sent - stored["distinct fields"]

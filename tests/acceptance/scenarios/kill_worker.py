@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -55,7 +54,7 @@ from domain.pipeline import ActivityName, PipelineResult, pipeline_workflow_id
 from starter import Started, start_pipeline
 from tests.acceptance.report import ScenarioResult
 from tests.acceptance.stack import Stack, World
-from tests.environment import rai_environment
+from tests.rai_process import start_worker
 
 NAME = "2-kill-worker-every-step"
 RESUME_LIMIT = 90.0
@@ -263,22 +262,6 @@ STEPS: tuple[Step, ...] = (
 )
 
 
-async def start_worker(world: World, log: Path) -> asyncio.subprocess.Process:
-    handle = log.open("ab")
-    try:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cli.main",
-            "worker",
-            env=rai_environment(world.settings),
-            stdout=handle,
-            stderr=handle,
-        )
-    finally:
-        handle.close()
-
-
 async def stop(process: asyncio.subprocess.Process | None) -> None:
     if process is not None and process.returncode is None:
         process.kill()
@@ -345,7 +328,7 @@ async def one_run(world: World, step: Step | None) -> dict[str, Any]:
     await world.env.seed_events(tenant, "2026", 1100, shift=0.15, seed=2)
     logs = world.state / "logs"
     logs.mkdir(exist_ok=True)
-    first = await start_worker(world, logs / f"{tenant}-1.log")
+    first = await start_worker(world.settings, logs / f"{tenant}-1.log")
     second = None
     restarted_wall: datetime | None = None
     restarted_at = None
@@ -367,7 +350,7 @@ async def one_run(world: World, step: Step | None) -> dict[str, Any]:
                 if (await started.handle.describe()).close_time is None:
                     await started.handle.terminate("acceptance: the kill missed its step")
                 raise
-            second = await start_worker(world, logs / f"{tenant}-2.log")
+            second = await start_worker(world.settings, logs / f"{tenant}-2.log")
             restarted_at = time.monotonic()
             restarted_wall = datetime.now().astimezone()
         try:
